@@ -1,0 +1,149 @@
+"""Audio I/O: every waveform in speechssl is read through :func:`load_audio`.
+
+It returns mono float32 at 16 kHz (or the requested rate) and refuses files that
+would silently poison a run: missing, empty, unreadable, truncated, all-NaN, or
+too short for the encoder. Every refusal is an :class:`AudioError` naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from speechssl.errors import AudioError
+
+TARGET_SAMPLE_RATE = 16_000
+# The standard wav2vec 2.0 CNN front end has a receptive field of 400 samples and a
+# stride of 320, so shorter clips yield at most one frame; 0.1 s (5 frames) is the
+# shortest input we accept by default.
+DEFAULT_MIN_SECONDS = 0.1
+
+
+def resample(wave: np.ndarray, orig_sr: float, target_sr: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """Polyphase resampling along the last axis.
+
+    The rate ratio is approximated by a fraction with a small denominator so that
+    odd rates (22050, 44100, or a warped 22050 * 1.1) still use a short filter.
+    """
+    if orig_sr <= 0:
+        raise ValueError(f"sample rate must be positive, got {orig_sr}")
+    if orig_sr == target_sr:
+        return wave.astype(np.float32, copy=False)
+    ratio = Fraction(target_sr / orig_sr).limit_denominator(1000)
+    out = resample_poly(wave, ratio.numerator, ratio.denominator, axis=-1)
+    return out.astype(np.float32, copy=False)
+
+
+def load_audio(
+    path: str | Path,
+    *,
+    offset: float = 0.0,
+    duration: float | None = None,
+    target_sr: int = TARGET_SAMPLE_RATE,
+    min_seconds: float = DEFAULT_MIN_SECONDS,
+) -> np.ndarray:
+    """Read ``[offset, offset + duration)`` seconds of ``path`` as mono float32 at ``target_sr``.
+
+    Multi-channel audio is mixed down by averaging the channels.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(path, "file not found")
+    if not path.is_file():
+        raise AudioError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "file is empty (0 bytes)")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(path, f"not a readable audio file ({_short(exc)})") from None
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioError(path, f"invalid header (rate={info.samplerate}, channels={info.channels})")
+
+    start = int(round(offset * info.samplerate))
+    stop = None if duration is None else start + int(round(duration * info.samplerate))
+    if info.frames > 0 and start >= info.frames:
+        raise AudioError(path, f"offset {offset:.3f}s is past the end ({info.frames / info.samplerate:.3f}s)")
+    try:
+        data, sr = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(path, f"cannot decode audio ({_short(exc)}); the file may be truncated or corrupt") from None
+
+    # libsndfile stops early on a truncated FLAC/WAV without raising: the header
+    # promises more frames than the decoder delivers.
+    expected = (info.frames if stop is None else min(stop, info.frames)) - start
+    if info.frames > 0 and data.shape[0] < expected:
+        raise AudioError(
+            path,
+            f"truncated: header declares {expected} frames but only {data.shape[0]} could be decoded",
+        )
+    if data.shape[0] == 0:
+        raise AudioError(path, "contains no audio samples")
+
+    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    finite = np.isfinite(wave)
+    if not finite.any():
+        raise AudioError(path, "all samples are NaN or infinite")
+    if not finite.all():
+        raise AudioError(path, f"{int((~finite).sum())} samples are NaN or infinite")
+
+    wave = resample(wave, sr, target_sr)
+    seconds = wave.shape[0] / target_sr
+    if seconds < min_seconds:
+        raise AudioError(path, f"too short: {seconds:.3f}s < minimum {min_seconds:.3f}s for the encoder")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def load_cut_audio(cut, *, target_sr: int = TARGET_SAMPLE_RATE, min_seconds: float = DEFAULT_MIN_SECONDS) -> np.ndarray:
+    """Load the audio of a lhotse cut (single-file recording) through :func:`load_audio`."""
+    recording = cut.recording
+    if recording is None:
+        raise AudioError(cut.id, "cut has no recording")
+    if len(recording.sources) != 1 or recording.sources[0].type != "file":
+        raise AudioError(recording.id, "only single-file recordings are supported")
+    source = recording.sources[0].source
+    return load_audio(source, offset=cut.start, duration=cut.duration, target_sr=target_sr, min_seconds=min_seconds)
+
+
+@dataclass
+class AudioScanReport:
+    """Outcome of checking a set of cuts' audio: what is usable and what is not."""
+
+    good: list = field(default_factory=list)
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (cut id, reason with file name)
+
+    def summary(self) -> str:
+        if not self.bad:
+            return f"audio check: {len(self.good)} cuts ok"
+        lines = [f"audio check: {len(self.good)} cuts ok, {len(self.bad)} skipped:"]
+        lines += [f"  {cut_id}: {reason}" for cut_id, reason in self.bad]
+        return "\n".join(lines)
+
+
+def scan_cuts(cuts: Iterable, *, skip_bad: bool, min_seconds: float = DEFAULT_MIN_SECONDS) -> AudioScanReport:
+    """Decode every cut's audio once and sort the cuts into good and bad.
+
+    Without ``skip_bad`` the first bad file raises; with it, bad files are collected
+    so the caller can report their count and list (never skipped silently).
+    """
+    report = AudioScanReport()
+    for cut in cuts:
+        try:
+            load_cut_audio(cut, min_seconds=min_seconds)
+        except AudioError as exc:
+            if not skip_bad:
+                raise
+            report.bad.append((cut.id, str(exc)))
+        else:
+            report.good.append(cut)
+    return report
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

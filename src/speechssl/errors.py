@@ -1,0 +1,31 @@
+"""Exceptions that the CLI turns into one clear line and an exit code.
+
+Anything raised from inside speechssl that a user can fix (a bad file, a bad
+config, a missing label) is one of these; anything else is a bug and keeps its
+traceback.
+"""
+
+
+class SpeechSSLError(Exception):
+    """A runtime failure the user can act on (CLI exit code 1)."""
+
+    exit_code = 1
+
+
+class ConfigError(SpeechSSLError):
+    """A usage or configuration mistake, detected before any work starts (exit code 2)."""
+
+    exit_code = 2
+
+
+class AudioError(SpeechSSLError):
+    """An audio file that cannot be used; the message always names the file."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ManifestError(SpeechSSLError):
+    """A manifest that is missing, malformed or lacks a required field."""
