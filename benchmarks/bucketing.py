@@ -39,7 +39,6 @@ from speechssl.data.sampler import DurationBucketSampler, PlanStats
 from speechssl.errors import ConfigError
 
 LIBRISPEECH_UTTERANCES = 281_241  # train-960
-SEED004_BINS = LIBRISPEECH_UTTERANCES / 5000  # ~56 bins of 5000 in the paper
 QUICK_CUTS = 20_000
 
 
@@ -100,12 +99,6 @@ def timed(name: str, plan: Callable[[], list[list[float]]]) -> Row:
     return Row(name, PlanStats.from_durations(batches), elapsed)
 
 
-def auto_bin_size(num_cuts: int, queue_size: int) -> int:
-    # Keep the paper's number of bins (~56 for LibriSpeech) on smaller corpora, so each
-    # bin spans a similar slice of the duration range; never more than the paper's 5000.
-    return max(queue_size, min(5000, round(num_cuts / SEED004_BINS)))
-
-
 def load_cuts(args: argparse.Namespace) -> tuple[CutSet, str]:
     if args.librispeech_like:
         n = QUICK_CUTS if args.quick else LIBRISPEECH_UTTERANCES
@@ -125,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/synth", help="corpus dir with manifests/ (default: data/synth)")
     parser.add_argument("--split", default="train")
     parser.add_argument("--batch-seconds", type=float, default=60.0, help="audio budget per batch")
-    parser.add_argument("--bin-size", type=int, default=None, help="default: ~56 bins like seed 004, at most 5000")
+    parser.add_argument("--bin-size", type=int, default=None,
+                        help="default: the sampler's automatic size (about ten batches per bin, at most 5000)")
     parser.add_argument("--queue-size", type=int, default=50)
     parser.add_argument("--max-spread", type=float, default=10.0, help="longest - shortest cut per batch (s)")
     parser.add_argument("--seed", type=int, default=0)
@@ -134,24 +128,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     cuts, source = load_cuts(args)
-    bin_size = args.bin_size or auto_bin_size(len(cuts), args.queue_size)
     durations = [c.duration for c in cuts]
     corpus_seconds = math.fsum(durations)
 
-    def bucketed() -> list[list[float]]:
-        sampler = DurationBucketSampler(
-            cuts, batch_seconds=args.batch_seconds, bin_size=bin_size, queue_size=args.queue_size,
-            max_spread_seconds=args.max_spread, seed=args.seed,
-        )
-        return [[c.duration for c in batch] for batch in sampler]
+    def bucketed(bin_size: int | None) -> Callable[[], list[list[float]]]:
+        def plan() -> list[list[float]]:
+            sampler = DurationBucketSampler(
+                cuts, batch_seconds=args.batch_seconds, bin_size=bin_size, queue_size=args.queue_size,
+                max_spread_seconds=args.max_spread, seed=args.seed,
+            )
+            return [[c.duration for c in batch] for batch in sampler]
+        return plan
 
     try:
-        first = timed("bucketed", bucketed)
+        bin_size = DurationBucketSampler(
+            cuts, batch_seconds=args.batch_seconds, bin_size=args.bin_size, queue_size=args.queue_size
+        ).bin_size
+        first = timed("bucketed", bucketed(bin_size))
     except ConfigError as exc:
         print(f"error: {exc}")
         return 2
     rows = [
         first,
+        # The paper's constant bin size, which only suits corpora of LibriSpeech's size.
+        timed("bucketed-bins5000", bucketed(5000)),
         timed("seed004-discard", lambda: seed004_discard(cuts, args, bin_size)),
         timed("random", lambda: random_batches(durations, args.batch_seconds, args.seed)),
         timed("lhotse-dynbucket", lambda: lhotse_batches(cuts, args.batch_seconds, args.seed)),
