@@ -300,7 +300,11 @@ def _render_all(jobs: list[Job], workers: int, progress: bool) -> Iterator[Rende
     # child per utterance (see espeak.py), and forking is only safe from a clean,
     # single-threaded process, not from a caller that may hold torch or tqdm threads.
     context = multiprocessing.get_context("spawn")
-    with tqdm(total=len(jobs), desc="synthesising", unit="utt", disable=not progress, file=sys.stderr) as bar:
+    # On a terminal the bar redraws in place; in logs (CI, make | tee) it would print a
+    # line per refresh, so it then updates every 10 s at most.
+    interactive = sys.stderr.isatty()
+    with tqdm(total=len(jobs), desc="synthesising", unit="utt", disable=not progress, file=sys.stderr,
+              mininterval=0.1 if interactive else 10.0) as bar:
         pool = context.Pool(workers)
         try:
             # imap keeps plan order, so the manifests do not depend on scheduling.
