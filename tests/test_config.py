@@ -108,3 +108,13 @@ def test_saved_config_round_trips_and_hash_is_stable(tmp_path):
     assert config_hash(load_config(Experiment, None, ["layers=11"])) != config_hash(cfg)
     assert yaml.safe_load(path.read_text())["data"]["root"] == "/data"
     assert to_dict(cfg)["optim"]["betas"] == [0.9, 0.98]
+
+
+def test_check_canonicalises_and_catches_values_set_in_code():
+    from speechssl.config import check
+
+    a, b = Experiment(dropout=0), Experiment(dropout=0.0)
+    check(a)
+    assert isinstance(a.dropout, float) and config_hash(a) == config_hash(b)
+    with pytest.raises(ConfigError, match="layers: expected an integer"):
+        check(Experiment(layers="four"))

@@ -80,7 +80,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, prefix: str = "")
 
 
 def check(cfg: Any, *, prefix: str = "") -> None:
-    """Check every field's constraints (recursively) and run ``validate`` hooks."""
+    """Check types and constraints of every field (recursively), then run ``validate`` hooks.
+
+    Also catches wrongly typed values set in code, e.g. ``SynthConfig(hours="3")``.
+    """
     hints = typing.get_type_hints(type(cfg))
     for fld in dataclasses.fields(cfg):
         dotted = _join(prefix, fld.name)
@@ -88,7 +91,10 @@ def check(cfg: Any, *, prefix: str = "") -> None:
         if dataclasses.is_dataclass(value):
             check(value, prefix=dotted)
             continue
-        _check_type(value, hints[fld.name], dotted)
+        # Store the canonical form (an int given for a float field becomes a float, a str
+        # for a Path a Path) so that equal configs compare and hash equal.
+        value = _convert(_plain(value), hints[fld.name], dotted)
+        object.__setattr__(cfg, fld.name, value)  # also works on frozen dataclasses
         _check_constraints(value, fld.metadata, dotted)
     validate = getattr(cfg, "validate", None)
     if callable(validate):
@@ -306,11 +312,6 @@ def _convert(value: Any, tp: Any, dotted: str) -> Any:
             raise ConfigError(f"{dotted}: expected a path, got {value!r}")
         return Path(value)
     raise ConfigError(f"{dotted}: unsupported config type {_type_name(tp)}")
-
-
-def _check_type(value: Any, tp: Any, dotted: str) -> None:
-    """Catch wrongly typed values set in code (``from_dict`` already converts data)."""
-    _convert(_plain(value), tp, dotted)
 
 
 def _check_constraints(value: Any, meta: Mapping[str, Any], dotted: str) -> None:
