@@ -1,0 +1,130 @@
+"""CNN waveform encoder: raw samples [B, T] -> frame features [B, T', C]."""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from speechssl.models.config import ConvLayer
+
+
+class GradScale(torch.autograd.Function):
+    """Identity in the forward pass; multiplies the incoming gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale  # type: ignore[attr-defined]
+        return x.view_as(x)  # a new tensor, so autograd records this node
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.scale, None  # type: ignore[attr-defined]
+
+
+def scale_grad(x: Tensor, scale: float) -> Tensor:
+    if scale == 1.0:
+        return x
+    return GradScale.apply(x, scale)
+
+
+def conv_output_lengths(lengths: Tensor, conv_layers: Sequence[ConvLayer]) -> Tensor:
+    """Frames produced from ``lengths`` samples: floor((L + 2p - k) / s) + 1 per layer.
+
+    Inputs too short for a single frame give 0 (not a negative count).
+    """
+    out = lengths.to(torch.long)
+    for _, kernel, stride, padding in conv_layers:
+        out = torch.div(out + 2 * padding - kernel, stride, rounding_mode="floor") + 1
+        out = out.clamp(min=0)
+    return out
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channel axis of a [B, C, T] tensor."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class ConvBlock(nn.Module):
+    """Conv1d -> optional norm -> GELU (``conv`` / ``layer_norm`` names follow HF)."""
+
+    def __init__(
+        self, in_channels: int, layer: ConvLayer, norm: Literal["group_norm", "layer_norm"] | None, bias: bool
+    ) -> None:
+        super().__init__()
+        channels, kernel, stride, padding = layer
+        self.conv = nn.Conv1d(in_channels, channels, kernel, stride=stride, padding=padding, bias=bias)
+        self.layer_norm: nn.Module | None
+        if norm == "group_norm":
+            # One group per channel: each channel is normalised over time (fairseq "default").
+            self.layer_norm = nn.GroupNorm(channels, channels, affine=True)
+        elif norm == "layer_norm":
+            self.layer_norm = ChannelLayerNorm(channels, elementwise_affine=True)
+        else:
+            self.layer_norm = None
+        self.activation = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
+        return self.activation(x)
+
+
+class FeatureExtractor(nn.Module):
+    """Stack of strided convolutions over the raw waveform.
+
+    With ``norm="group_norm"`` the first layer's GroupNorm pools statistics over
+    time, so outputs of a padded batch depend on the padding (as in fairseq/HF
+    BASE). ``layer_norm`` normalises each frame on its own and is padding-invariant
+    when all conv paddings are 0.
+    """
+
+    def __init__(
+        self,
+        conv_layers: Sequence[ConvLayer],
+        norm: Literal["group_norm", "layer_norm"] = "group_norm",
+        bias: bool = False,
+        grad_mult: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.layer_specs: list[ConvLayer] = [tuple(layer) for layer in conv_layers]  # type: ignore[misc]
+        self.grad_mult = grad_mult
+        blocks = []
+        in_channels = 1
+        for i, layer in enumerate(self.layer_specs):
+            block_norm = norm if norm == "layer_norm" or i == 0 else None
+            blocks.append(ConvBlock(in_channels, layer, block_norm, bias))
+            in_channels = layer[0]
+        self.conv_layers = nn.ModuleList(blocks)
+        self.reset_parameters()
+
+    @property
+    def out_channels(self) -> int:
+        return self.layer_specs[-1][0]
+
+    def reset_parameters(self) -> None:
+        for block in self.conv_layers:
+            nn.init.kaiming_normal_(block.conv.weight)  # fairseq's init for the waveform CNN
+            if block.conv.bias is not None:
+                nn.init.zeros_(block.conv.bias)
+
+    def output_lengths(self, input_lengths: Tensor) -> Tensor:
+        return conv_output_lengths(input_lengths, self.layer_specs)
+
+    def forward(self, waveforms: Tensor) -> Tensor:
+        """[B, T] samples -> [B, T', C] features."""
+        if self.grad_mult == 0.0:
+            # A frozen CNN needs no activation memory for backward.
+            with torch.no_grad():
+                return self._run(waveforms)
+        return scale_grad(self._run(waveforms), self.grad_mult)
+
+    def _run(self, waveforms: Tensor) -> Tensor:
+        x = waveforms.unsqueeze(1)
+        for block in self.conv_layers:
+            x = block(x)
+        return x.transpose(1, 2)
