@@ -59,26 +59,29 @@ def load_audio(
         raise AudioError(path, "not a regular file")
     if path.stat().st_size == 0:
         raise AudioError(path, "file is empty (0 bytes)")
+    # One open handle for header and samples: this runs for every cut in every batch.
     try:
-        info = sf.info(str(path))
+        handle = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioError(path, f"not a readable audio file ({_short(exc)})") from None
-    if info.samplerate <= 0 or info.channels <= 0:
-        raise AudioError(path, f"invalid header (rate={info.samplerate}, channels={info.channels})")
-
-    start = int(round(offset * info.samplerate))
-    stop = None if duration is None else start + int(round(duration * info.samplerate))
-    if info.frames > 0 and start >= info.frames:
-        raise AudioError(path, f"offset {offset:.3f}s is past the end ({info.frames / info.samplerate:.3f}s)")
-    try:
-        data, sr = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioError(path, f"cannot decode audio ({_short(exc)}); the file may be truncated or corrupt") from None
+    with handle:
+        sr, total_frames = handle.samplerate, handle.frames
+        if sr <= 0 or handle.channels <= 0:
+            raise AudioError(path, f"invalid header (rate={sr}, channels={handle.channels})")
+        start = int(round(offset * sr))
+        stop = total_frames if duration is None else min(start + int(round(duration * sr)), total_frames)
+        if total_frames > 0 and start >= total_frames:
+            raise AudioError(path, f"offset {offset:.3f}s is past the end ({total_frames / sr:.3f}s)")
+        try:
+            handle.seek(start)
+            data = handle.read(max(stop - start, 0), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(path, f"cannot decode audio ({_short(exc)}); the file may be truncated or corrupt") from None
 
     # libsndfile stops early on a truncated FLAC/WAV without raising: the header
     # promises more frames than the decoder delivers.
-    expected = (info.frames if stop is None else min(stop, info.frames)) - start
-    if info.frames > 0 and data.shape[0] < expected:
+    expected = stop - start
+    if total_frames > 0 and data.shape[0] < expected:
         raise AudioError(
             path,
             f"truncated: header declares {expected} frames but only {data.shape[0]} could be decoded",
