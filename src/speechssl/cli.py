@@ -18,6 +18,7 @@ from speechssl.errors import SpeechSSLError
 
 DEFAULT_DATA_DIR = Path("data/synth")
 DEFAULT_DEMO_DIR = Path("runs/demo")
+DEFAULT_PRETRAIN_DIR = Path("runs/pretrain")
 
 
 # ---------------------------------------------------------------- handlers
@@ -65,6 +66,33 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from speechssl.config import load_config
+    from speechssl.pretrain import PretrainConfig, pretrain
+
+    overrides = list(args.overrides)
+    config_file = args.config_file
+    if config_file is not None and "=" in config_file.name and not config_file.exists():
+        # No CONFIG given: argparse put the first KEY=VALUE into its slot.
+        overrides.insert(0, str(config_file))
+        config_file = None
+    if args.data is not None:
+        overrides.append(f"data.dir={args.data}")
+    cfg = load_config(PretrainConfig, config_file, overrides)
+    result = pretrain(cfg, args.out, fresh=args.fresh, progress=not args.no_progress)
+    summary = result.last_valid or result.last_train
+    if summary:
+        print(
+            f"step {result.state.step}: {summary['split']} loss {summary['loss']:.3f} "
+            f"(contrastive {summary['contrastive']:.3f}, accuracy {summary['accuracy']:.3f}); "
+            f"{result.state.seconds_seen / 3600:.2f} h of audio seen in {result.state.wall_seconds:.0f} s"
+        )
+    print(f"checkpoint: {result.last_checkpoint}")
+    if result.best_checkpoint:
+        print(f"best: {result.best_checkpoint} (step {result.state.best_step})")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -97,7 +125,11 @@ def _config_classes() -> dict[str, Callable[[], type]]:
         from speechssl.demo import DemoConfig
         return DemoConfig
 
-    return {"corpus-synth": synth, "demo": demo}
+    def pretrain() -> type:
+        from speechssl.pretrain import PretrainConfig
+        return PretrainConfig
+
+    return {"corpus-synth": synth, "demo": demo, "pretrain": pretrain}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,6 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(demo)
     demo.set_defaults(handler=_cmd_demo)
 
+    pre = verbs.add_parser(
+        "pretrain", help="pretrain a wav2vec 2.0 encoder (resumes an interrupted run)",
+        description="Pretrain a wav2vec 2.0-style encoder from a YAML config (e.g. "
+                    "configs/pretrain/w2v2_tiny.yaml) plus KEY=VALUE overrides. Re-running with the same "
+                    "--out continues from the newest checkpoint there. Under torchrun every process "
+                    "runs this same command (DDP).")
+    _add_common(pre)
+    pre.add_argument("config_file", type=Path, nargs="?", default=None, metavar="CONFIG",
+                     help="YAML config (default: built-in tiny settings)")
+    pre.add_argument("--out", type=Path, default=DEFAULT_PRETRAIN_DIR,
+                     help=f"run directory (default {DEFAULT_PRETRAIN_DIR})")
+    pre.add_argument("--data", type=Path, default=None, help="manifest directory (sets data.dir)")
+    pre.add_argument("--fresh", action="store_true", help="delete earlier checkpoints in --out and start over")
+    pre.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pre.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                     help="dotted config overrides, e.g. optim.lr=1e-3 steps=500 (see `speechssl config-keys pretrain`)")
+    pre.set_defaults(handler=_cmd_pretrain)
+
     keys = verbs.add_parser("config-keys", help="list the config keys of a verb with types, defaults and limits")
     _add_common(keys)
     keys.add_argument("verb", choices=sorted(_config_classes()), help="which config")
@@ -161,7 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # argparse itself exits 2 on usage errors
+    # argparse cannot take positionals on both sides of options ("pretrain CFG --out D
+    # a=1"): leftovers that look like KEY=VALUE overrides join the verb's overrides.
+    args, extra = parser.parse_known_args(argv)  # argparse itself exits 2 on usage errors
+    if extra:
+        stray = [item for item in extra if item.startswith("-") or "=" not in item]
+        if stray or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        args.overrides = list(args.overrides) + extra
     debug = getattr(args, "debug", False)
     try:
         return int(args.handler(args) or 0)

@@ -44,6 +44,19 @@ def collate_waveforms(
     return padded, lengths, padding_mask
 
 
+def normalize_waveforms(waveforms: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Zero mean, unit variance per utterance over its valid samples; padding stays 0.
+
+    The same as ``transformers``' ``Wav2Vec2FeatureExtractor(do_normalize=True)``,
+    which LARGE wav2vec 2.0 models expect.
+    """
+    valid = torch.arange(waveforms.shape[1], device=waveforms.device)[None, :] < lengths[:, None]
+    count = valid.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = (waveforms * valid).sum(dim=1, keepdim=True) / count
+    var = (((waveforms - mean) * valid) ** 2).sum(dim=1, keepdim=True) / count
+    return ((waveforms - mean) / torch.sqrt(var + eps)) * valid
+
+
 @dataclass
 class AudioBatch:
     """Padded audio of a batch of cuts plus what is needed to trace and label it."""
@@ -164,7 +177,13 @@ def make_dataloader(
     ``set_epoch`` and ``state_dict``.
     """
     sampler = DurationBucketSampler(
-        cuts, batch_seconds=batch_seconds, seed=seed, world_size=world_size, rank=rank, **sampler_kwargs
+        cuts,
+        batch_seconds=batch_seconds,
+        seed=seed,
+        world_size=world_size,
+        rank=rank,
+        max_cut_seconds=max_seconds,  # crops shorten long cuts; plan batches with what is loaded
+        **sampler_kwargs,
     )
     dataset = CutAudioDataset(max_seconds=max_seconds, seed=seed)
     return DataLoader(

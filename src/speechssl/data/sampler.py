@@ -139,9 +139,14 @@ class DurationBucketSampler(Sampler[CutSet]):
         seed: int = 0,
         world_size: int = 1,
         rank: int = 0,
+        max_cut_seconds: float | None = None,
+        group_size: int = 1,
     ) -> None:
         super().__init__()
         _require_positive("batch_seconds", batch_seconds)
+        if max_cut_seconds is not None:
+            _require_positive("max_cut_seconds", max_cut_seconds)
+        _require_positive("group_size", group_size, integer=True)
         if bin_size is not None:
             _require_positive("bin_size", bin_size, integer=True)
         _require_positive("queue_size", queue_size, integer=True)
@@ -159,10 +164,18 @@ class DurationBucketSampler(Sampler[CutSet]):
         self.seed = seed
         self.world_size = world_size
         self.rank = rank
+        self.max_cut_seconds = None if max_cut_seconds is None else float(max_cut_seconds)
+        # Gradient accumulation: with the batch count divisible by world_size * group_size,
+        # every update gets full micro-batches and epochs end on update boundaries, so a
+        # run with W processes x A micro-batches has the same plan as 1 x (W * A).
+        self.group_size = group_size
 
         self._cuts: list[Any] = list(cuts)
         self._ids: list[str] = [str(c.id) for c in self._cuts]
-        self._durations: list[float] = [float(c.duration) for c in self._cuts]
+        # With random crops (pretraining), a cut contributes at most the crop length to
+        # its batch, so plan with the capped duration or batches come out under-filled.
+        cap = math.inf if self.max_cut_seconds is None else self.max_cut_seconds
+        self._durations: list[float] = [min(float(c.duration), cap) for c in self._cuts]
         self._validate_cuts()
         self.bin_size = bin_size if bin_size is not None else self._auto_bin_size()
 
@@ -327,7 +340,7 @@ class DurationBucketSampler(Sampler[CutSet]):
             batches.extend(self._batches_of_bin(order))
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        batches = _split_until_divisible(batches, self.world_size)
+        batches = _split_until_divisible(batches, self.world_size * self.group_size)
         self._plan_cache = (epoch, batches)
         return batches
 
@@ -405,6 +418,8 @@ class DurationBucketSampler(Sampler[CutSet]):
             "max_spread_seconds": self.max_spread_seconds,
             "shuffle": self.shuffle,
             "world_size": self.world_size,
+            "max_cut_seconds": self.max_cut_seconds,
+            "group_size": self.group_size,
         }
 
     def _compute_fingerprint(self) -> str:

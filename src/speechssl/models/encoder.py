@@ -35,6 +35,8 @@ class EncoderOutput:
     """[B] number of valid frames per utterance."""
     padding_mask: Tensor
     """[B, T'] bool, True where the frame is padding."""
+    cnn_features: Tensor
+    """[B, T', conv_dim] raw CNN output (wav2vec 2.0's L2 feature penalty is taken on these)."""
     features: Tensor
     """[B, T', conv_dim] CNN features after their LayerNorm, before the projection (quantizer input)."""
     projected: Tensor
@@ -263,6 +265,7 @@ class SpeechEncoder(nn.Module):
             layer_states=states,
             frame_lengths=frame_lengths,
             padding_mask=padding_mask,
+            cnn_features=raw,
             features=features,
             projected=projected,
         )

@@ -1,0 +1,103 @@
+"""Atomic checkpoints: write to a temp file in the same directory, fsync, rename.
+
+A reader therefore sees either the previous complete file or the new complete file,
+never a partial one, even if the writer is killed with SIGKILL mid-write. Files are
+loaded with ``torch.load(weights_only=True)``: a checkpoint is data, not code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from speechssl.errors import SpeechSSLError
+
+FORMAT = "speechssl.pretrain/1"
+_STEP_FILE = re.compile(r"^step_(\d{8,})\.pt$")
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise SpeechSSLError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle with code, ...
+        raise SpeechSSLError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise SpeechSSLError(f"{path} is not a speechssl pretraining checkpoint (format {FORMAT})")
+    return state
+
+
+def step_path(directory: Path, step: int) -> Path:
+    return directory / f"step_{step:08d}.pt"
+
+
+def step_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the step checkpoints in ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = []
+    for entry in directory.iterdir():
+        match = _STEP_FILE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def latest_loadable(directory: Path) -> dict[str, Any] | None:
+    """The newest step checkpoint that loads; unreadable ones are reported and skipped."""
+    for step, path in reversed(step_checkpoints(directory)):
+        try:
+            return load_checkpoint(path)
+        except SpeechSSLError as exc:
+            warnings.warn(f"skipping unreadable checkpoint of step {step}: {exc}", stacklevel=2)
+    return None
+
+
+def prune(directory: Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` step checkpoints and stale temp files."""
+    for _, path in step_checkpoints(directory)[:-keep_last]:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(directory: Path) -> None:
+    if directory.is_dir():
+        for tmp in directory.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not supported everywhere (e.g. Windows).
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

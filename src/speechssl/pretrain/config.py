@@ -1,0 +1,107 @@
+"""Typed configuration of a pretraining run (YAML + dotted overrides, see speechssl.config)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from speechssl.config import param
+from speechssl.errors import ConfigError
+from speechssl.models.config import EncoderConfig
+from speechssl.models.objectives.contrastive import ContrastiveConfig
+
+
+@dataclass
+class PretrainDataConfig:
+    dir: str = param("data/synth", help="manifest directory (speechssl corpus synth / prepare)")
+    train_split: str = param("train", help="split to train on")
+    valid_split: str = param("dev", help="split for validation loss ('' = no validation)")
+    crop_seconds: float = param(4.0, gt=0.0, help="random crop of longer utterances (wav2vec 2.0 max_sample_size)")
+    min_seconds: float = param(0.5, min=0.0, help="drop utterances shorter than this")
+    micro_batch_seconds: float = param(
+        60.0, gt=0.0, help="most audio in one forward pass; updates accumulate micro-batches"
+    )
+    num_workers: int = param(1, min=0, help="DataLoader worker processes")
+    normalize_waveform: bool = param(
+        False, help="zero-mean unit-variance per utterance (HF do_normalize; LARGE models use it)"
+    )
+
+
+@dataclass
+class OptimConfig:
+    lr: float = param(5e-4, gt=0.0, help="peak learning rate (ignored unless lr_scaling=none)")
+    lr_scaling: Literal["none", "linear", "sqrt"] = param(
+        "none",
+        help="seed 004 heuristics: peak lr = ref_lr * (batch_seconds / ref_batch_seconds) ** (1 or 1/2)",
+    )
+    ref_lr: float = param(5e-4, gt=0.0, help="reference peak lr of the heuristics (wav2vec 2.0 BASE)")
+    ref_batch_seconds: float = param(6000.0, gt=0.0, help="reference batch of the heuristics (~1.6 h)")
+    beta1: float = param(0.9, min=0.0, lt=1.0)
+    beta2: float = param(0.98, min=0.0, lt=1.0)
+    eps: float = param(1e-6, gt=0.0)
+    weight_decay: float = param(0.01, min=0.0)
+    clip_norm: float = param(0.0, min=0.0, help="clip the global gradient norm to this (0 = no clipping)")
+    schedule: Literal["constant", "linear", "poly", "tri_stage", "cyclic"] = param(
+        "linear",
+        help="linear/poly: warmup then decay to final_lr_scale; tri_stage: warmup/hold/exp decay; "
+        "cyclic: seed 004's triangular cycles between lr*cyclic_base_ratio and lr",
+    )
+    warmup_steps: int = param(32000, min=0, help="linear warmup from 0 (linear/poly/constant/tri_stage)")
+    poly_power: float = param(1.0, gt=0.0, help="exponent of the poly decay")
+    final_lr_scale: float = param(0.0, min=0.0, max=1.0, help="lr at the end, as a fraction of the peak")
+    tri_stage_hold_steps: int = param(0, min=0, help="steps at peak lr before the exponential decay (tri_stage)")
+    tri_stage_init_scale: float = param(0.01, gt=0.0, max=1.0, help="start of the tri_stage warmup, fraction of peak")
+    cycle_steps: int = param(25000, min=1, help="cyclic: steps of one half-cycle (up, then the same down)")
+    cyclic_base_ratio: float = param(0.01, gt=0.0, max=1.0, help="cyclic: lowest lr as a fraction of the peak")
+
+
+@dataclass
+class PretrainConfig:
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig.preset("tiny"))
+    objective: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    steps: int = param(400000, min=1, help="optimizer updates to run")
+    batch_seconds: float = param(
+        60.0, gt=0.0, help="seconds of audio per update, all processes and micro-batches together"
+    )
+    seed: int = param(0, min=0, help="seeds weights, data order, masks, negatives, dropout")
+    device: Literal["auto", "cpu", "cuda"] = param("auto", help="auto = cuda when available")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = param(
+        "auto", help="auto = bf16 autocast on a GPU that supports it, fp32 on CPU"
+    )
+    compile: bool = param(False, help="torch.compile the model (GPU runs)")
+
+    log_every: int = param(10, min=1, help="updates between monitor records")
+    valid_every: int = param(500, min=0, help="updates between validation passes (0 = only at the end)")
+    save_every: int = param(500, min=1, help="updates between checkpoints")
+    keep_last: int = param(3, min=1, help="step checkpoints to keep (best.pt is kept besides)")
+    max_bad_steps: int = param(5, min=1, help="non-finite losses in a row before the run stops")
+    grad_variance_every: int = param(
+        0, min=0, help="updates between gradient-variance estimates (needs >= 2 micro-batches; 0 = off)"
+    )
+    tensorboard: bool = param(True, help="also write TensorBoard event files")
+
+    def validate(self) -> None:
+        if self.data.crop_seconds > self.data.micro_batch_seconds:
+            raise ConfigError(
+                f"data.crop_seconds ({self.data.crop_seconds}) exceeds data.micro_batch_seconds "
+                f"({self.data.micro_batch_seconds}): one crop must fit in a micro-batch"
+            )
+        if self.objective.codevector_dim % self.objective.codebook_groups:
+            raise ConfigError("objective.codevector_dim must be divisible by objective.codebook_groups")
+
+    def peak_lr(self) -> float:
+        """The peak learning rate after seed 004's batch-size heuristic (if any)."""
+        ratio = self.batch_seconds / self.optim.ref_batch_seconds
+        if self.optim.lr_scaling == "linear":
+            return self.optim.ref_lr * ratio
+        if self.optim.lr_scaling == "sqrt":
+            return self.optim.ref_lr * math.sqrt(ratio)
+        return self.optim.lr
+
+    def accumulation(self, world_size: int) -> int:
+        """Micro-batches per process per update, so that one update sees ~batch_seconds."""
+        return max(1, math.ceil(self.batch_seconds / (self.data.micro_batch_seconds * world_size) - 1e-9))

@@ -1,0 +1,611 @@
+"""The pretraining loop: one process, gradient accumulation, or torchrun DDP.
+
+Determinism is built in rather than bolted on: before every micro-batch the global
+RNG is re-seeded from ``(seed, update, global micro-batch index)``, so masks,
+distractors, Gumbel noise and dropout of a micro-batch are a pure function of where
+it sits in the run. That is what makes
+
+* resume exact (the RNG state to restore is just the step counter), and
+* 2 processes x 1 micro-batch equal to 1 process x 2 micro-batches: rank r's
+  micro-batch m of an update has global index ``r * accumulation + m`` and the
+  sampler hands rank r batches ``r, r + W, ...``, the same batches that a single
+  process takes in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from speechssl.config import check, save_config, to_dict
+from speechssl.data.collate import AudioBatch, make_dataloader, normalize_waveforms
+from speechssl.data.manifests import available_splits, load_cuts
+from speechssl.errors import ConfigError, SpeechSSLError
+from speechssl.models.objectives.contrastive import Wav2Vec2Pretraining
+from speechssl.pretrain import checkpoint as ckpt
+from speechssl.pretrain.config import PretrainConfig
+from speechssl.pretrain.monitor import CollapseWatch, Monitor
+from speechssl.pretrain.schedules import lr_at
+
+log = logging.getLogger("speechssl.pretrain")
+
+# Config sections that define the run; changing any of them makes a checkpoint in the
+# run directory incompatible. Logging/saving cadence and the step budget may change.
+_RUN_DEFINING = ("encoder", "objective", "data", "optim", "batch_seconds", "seed", "precision")
+
+
+class TrainingDiverged(SpeechSSLError):
+    """Too many non-finite losses in a row; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    """Updates attempted so far (a skipped non-finite update counts)."""
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    """Micro-batches this process consumed in the current epoch."""
+    seconds_seen: float = 0.0
+    """Audio seconds consumed by all processes (seed 004's 'data seen')."""
+    skipped_steps: int = 0
+    bad_in_row: int = 0
+    best_valid: float = math.inf
+    best_step: int = -1
+    wall_seconds: float = 0.0
+
+
+@dataclass
+class PretrainResult:
+    out_dir: Path
+    state: TrainState
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    last_train: dict[str, Any] = field(default_factory=dict)
+    last_valid: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK); a plain run is rank 0 of 1."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def all_reduce_mean(self, values: Tensor) -> Tensor:
+        if self.active:
+            values = values.clone()
+            dist.all_reduce(values)
+            values /= self.world_size
+        return values
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, fresh: bool = False, progress: bool = True) -> PretrainResult:
+    """Train ``cfg`` into ``out_dir``, continuing from its newest checkpoint if it has one.
+
+    ``fresh`` deletes an earlier run's checkpoints and metrics in ``out_dir`` first.
+    """
+    check(cfg)
+    trainer = Trainer(cfg, Path(out_dir), progress=progress)
+    try:
+        return trainer.run(fresh=fresh)
+    finally:
+        trainer.close()
+
+
+class Trainer:
+    def __init__(self, cfg: PretrainConfig, out_dir: Path, *, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.ckpt_dir = out_dir / "checkpoints"
+        self.dist = Distributed.from_env()
+        self._owns_process_group = False
+        self.device = self._pick_device()
+        if self.dist.active and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self._owns_process_group = True
+        self.progress = progress and self.dist.is_main
+        self.precision = self._pick_precision()
+        self.accumulation = cfg.accumulation(self.dist.world_size)
+        self.peak_lr = cfg.peak_lr()
+        self.state = TrainState()
+
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.model = Wav2Vec2Pretraining(cfg.encoder, cfg.objective).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=self.peak_lr,
+            betas=(cfg.optim.beta1, cfg.optim.beta2),
+            eps=cfg.optim.eps,
+            weight_decay=cfg.optim.weight_decay,
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.forward_model: nn.Module = self.model
+        if cfg.compile:
+            self.forward_model = torch.compile(self.model)
+
+        self.train_loader = self._loader(cfg.data.train_split, shuffle=True, group_size=self.accumulation)
+        self.valid_loader = self._loader(cfg.data.valid_split, shuffle=False) if cfg.data.valid_split else None
+        self.monitor = Monitor(out_dir, tensorboard=cfg.tensorboard, enabled=self.dist.is_main)
+        self.watch = CollapseWatch(
+            cfg.objective.chance_loss,
+            cfg.objective.codebook_entries,
+            after_step=max(cfg.optim.warmup_steps, 10 * cfg.log_every),
+        )
+
+    # ------------------------------------------------------------------ setup
+
+    def _pick_device(self) -> torch.device:
+        want = self.cfg.device
+        if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+            if not torch.cuda.is_available():
+                raise ConfigError("device=cuda but no CUDA device is available")
+            torch.cuda.set_device(self.dist.local_rank)
+            return torch.device("cuda", self.dist.local_rank)
+        return torch.device("cpu")
+
+    def _pick_precision(self) -> str:
+        want = self.cfg.precision
+        on_gpu = self.device.type == "cuda"
+        if want == "auto":
+            return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
+        if want == "fp16" and not on_gpu:
+            raise ConfigError("precision=fp16 needs a GPU; use fp32 or bf16 on CPU")
+        return want
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _loader(self, split: str, *, shuffle: bool, group_size: int = 1) -> torch.utils.data.DataLoader:
+        data = self.cfg.data
+        if split not in available_splits(data.dir):
+            raise ConfigError(
+                f"data.dir {data.dir} has no split {split!r} (found: {', '.join(available_splits(data.dir)) or 'none'})"
+            )
+        cuts = load_cuts(data.dir, split)
+        cuts = [c for c in cuts if c.duration >= data.min_seconds]
+        if not cuts:
+            raise ConfigError(f"no utterance of split {split!r} is at least data.min_seconds={data.min_seconds} long")
+        return make_dataloader(
+            cuts,
+            batch_seconds=data.micro_batch_seconds,
+            num_workers=data.num_workers,
+            seed=self.cfg.seed,
+            world_size=self.dist.world_size,
+            rank=self.dist.rank,
+            max_seconds=data.crop_seconds,
+            shuffle=shuffle,
+            group_size=group_size,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, *, fresh: bool) -> PretrainResult:
+        cfg = self.cfg
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if fresh:
+                shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+                shutil.rmtree(self.out_dir / "tensorboard", ignore_errors=True)
+            ckpt.remove_stale_temp_files(self.ckpt_dir)
+        if self.dist.active:
+            dist.barrier()
+        resumed = self._try_resume()
+        if not resumed:
+            self.monitor.truncate_after(-1)  # records of a run that died before its first checkpoint
+        if self.dist.is_main:
+            save_config(cfg, self.out_dir / "config.yaml")
+        self._announce(resumed)
+
+        train_model: nn.Module = self.forward_model
+        if self.dist.active:
+            train_model = nn.parallel.DistributedDataParallel(
+                self.forward_model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.encoder.layerdrop > 0,
+            )
+        stream = self._micro_batches()
+        last_train: dict[str, Any] = {}
+        last_valid: dict[str, Any] = {}
+        last_saved: Path | None = None
+        bar = self._progress_bar()
+        started = time.perf_counter() - self.state.wall_seconds
+
+        while self.state.step < cfg.steps:
+            step = self.state.step
+            record = self._update(train_model, stream, step)
+            self.state.step += 1
+            self.state.wall_seconds = time.perf_counter() - started
+            done = self.state.step == cfg.steps
+
+            if self.state.step % cfg.log_every == 0 or done:
+                record.update(self._slow_stats())
+                last_train = record
+                self.monitor.write(record)
+                for message in self.watch.observe(step, record["contrastive"], record["perplexity"]):
+                    self._say(message)
+            if self.valid_loader is not None and (
+                done or (cfg.valid_every and self.state.step % cfg.valid_every == 0)
+            ):
+                last_valid = self._validate()
+                self.monitor.write(last_valid)
+                if last_valid["loss"] < self.state.best_valid:
+                    self.state.best_valid, self.state.best_step = last_valid["loss"], self.state.step
+                    self._save(self.ckpt_dir / "best.pt")
+            if self.state.step % cfg.save_every == 0 or done:
+                last_saved = self._save(ckpt.step_path(self.ckpt_dir, self.state.step))
+                if self.dist.is_main:
+                    ckpt.prune(self.ckpt_dir, cfg.keep_last)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(_postfix(record), refresh=False)
+
+        if bar is not None:
+            bar.close()
+        best = self.ckpt_dir / "best.pt"
+        return PretrainResult(
+            out_dir=self.out_dir,
+            state=self.state,
+            last_checkpoint=last_saved or _newest(self.ckpt_dir),
+            best_checkpoint=best if best.is_file() else None,
+            last_train=last_train,
+            last_valid=last_valid,
+        )
+
+    def close(self) -> None:
+        self.monitor.close()
+        if self._owns_process_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+    # ------------------------------------------------------------------ one update
+
+    def _update(self, train_model: nn.Module, stream: Iterator[AudioBatch], step: int) -> dict[str, Any]:
+        cfg = self.cfg
+        lr = lr_at(step, self.peak_lr, cfg.optim, cfg.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        measure_variance = bool(
+            cfg.grad_variance_every and self.accumulation >= 2 and step % cfg.grad_variance_every == 0
+        )
+        variance = _GradientVariance(self.model, self.accumulation) if measure_variance else None
+
+        stats_sum: Tensor | None = None
+        stats_layout: list[tuple[str, int]] = []
+        micro_seconds: list[float] = []
+        for micro in range(self.accumulation):
+            batch = next(stream).to(self.device, non_blocking=True)
+            micro_seconds.append(batch.seconds)
+            torch.manual_seed(_micro_seed(cfg.seed, step, self.dist.rank * self.accumulation + micro))
+            last = micro == self.accumulation - 1
+            # DDP all-reduces on the last micro-batch only; on variance steps not at all
+            # (each rank's micro-gradients are needed) and the average is taken below.
+            sync = self.dist.active and last and variance is None
+            context = train_model.no_sync() if self.dist.active and not sync else contextlib.nullcontext()
+            with context:
+                with self._autocast():
+                    waveforms = batch.waveforms
+                    if cfg.data.normalize_waveform:
+                        waveforms = normalize_waveforms(waveforms, batch.lengths)
+                    out = train_model(waveforms, batch.lengths, num_updates=step)
+                self.scaler.scale(out.loss / self.accumulation).backward()
+            flat, stats_layout = _flatten_stats(out.stats, self.device)
+            stats_sum = flat if stats_sum is None else stats_sum + flat
+            if variance is not None:
+                variance.after_micro_batch(self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
+
+        variance_record: dict[str, float] = {}
+        if variance is not None:
+            variance_record = variance.result(self.dist, float(np.mean(micro_seconds)))
+            if self.dist.active:
+                _average_gradients(self.model, self.dist.world_size)
+
+        assert stats_sum is not None
+        seconds_t = torch.tensor([sum(micro_seconds)], device=self.device)
+        reduced = self.dist.all_reduce_mean(torch.cat([stats_sum / self.accumulation, seconds_t]))
+        stats = _unflatten_stats(reduced[:-1], stats_layout)
+        batch_seconds = float(reduced[-1]) * self.dist.world_size
+        self.state.seconds_seen += batch_seconds
+
+        self.scaler.unscale_(self.optimizer)
+        clip = cfg.optim.clip_norm if cfg.optim.clip_norm > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        finite = math.isfinite(stats["loss"]) and math.isfinite(grad_norm)
+        if finite or self.scaler.is_enabled():
+            # With fp16 the scaler itself skips steps whose gradients overflowed.
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if finite:
+            self.state.bad_in_row = 0
+        else:
+            self.state.skipped_steps += 1
+            self.state.bad_in_row += 1
+            self._say(
+                f"WARNING step {step}: non-finite loss/gradient (loss={stats['loss']}, grad_norm={grad_norm}); "
+                f"update skipped ({self.state.bad_in_row} in a row, {self.state.skipped_steps} in total)"
+            )
+            if self.state.bad_in_row >= cfg.max_bad_steps:
+                raise TrainingDiverged(
+                    f"{self.state.bad_in_row} non-finite updates in a row at step {step}; stopping. "
+                    f"The last good checkpoint is in {self.ckpt_dir}; lower optim.lr or raise optim.warmup_steps"
+                )
+
+        record: dict[str, Any] = {"split": "train", "step": step + 1, **stats}
+        record.update(
+            lr=lr,
+            grad_norm=grad_norm,
+            batch_seconds=batch_seconds,
+            hours_seen=self.state.seconds_seen / 3600.0,
+            epoch=self.state.epoch,
+            skipped_steps=self.state.skipped_steps,
+        )
+        record.update(variance_record)
+        return record
+
+    def _slow_stats(self) -> dict[str, Any]:
+        """Numbers too costly for every update, taken when a record is written."""
+        stats = self.model.quantizer.codeword_similarity()
+        stats["wall_seconds"] = round(self.state.wall_seconds, 3)
+        return stats
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, Any]:
+        assert self.valid_loader is not None
+        self.model.eval()
+        totals: Tensor | None = None
+        layout: list[tuple[str, int]] = []
+        weight = torch.zeros((), device=self.device)
+        for index, batch in enumerate(self.valid_loader):
+            batch = batch.to(self.device)
+            # Same masks and distractors at every validation: comparable across steps.
+            torch.manual_seed(_micro_seed(self.cfg.seed, 2**31, self.dist.rank + index * self.dist.world_size))
+            with self._autocast():
+                waveforms = batch.waveforms
+                if self.cfg.data.normalize_waveform:
+                    waveforms = normalize_waveforms(waveforms, batch.lengths)
+                out = self.model(waveforms, batch.lengths, num_updates=self.state.step)
+            flat, layout = _flatten_stats(out.stats, self.device)
+            frames = out.stats["masked_frames"].float().to(self.device)
+            totals = flat * frames if totals is None else totals + flat * frames
+            weight = weight + frames
+        assert totals is not None
+        reduced = self.dist.all_reduce_mean(torch.cat([totals, weight[None]]))
+        stats = _unflatten_stats(reduced[:-1] / reduced[-1], layout)
+        self.model.train()
+        return {"split": "valid", "step": self.state.step, **stats}
+
+    # ------------------------------------------------------------------ data stream
+
+    def _micro_batches(self) -> Iterator[AudioBatch]:
+        """An endless stream of micro-batches that walks through epochs and can resume mid-epoch."""
+        sampler = self.train_loader.sampler
+        dataset = self.train_loader.dataset
+        while True:
+            sampler.set_epoch(self.state.epoch)  # keeps a loaded mid-epoch position
+            dataset.set_epoch(self.state.epoch)
+            for batch in self.train_loader:
+                self.state.batches_in_epoch += 1
+                yield batch
+            self.state.epoch += 1
+            self.state.batches_in_epoch = 0
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save(self, path: Path) -> Path:
+        if self.dist.is_main:
+            ckpt.save_atomic(
+                {
+                    "format": ckpt.FORMAT,
+                    "config": to_dict(self.cfg),
+                    "run_key": self._run_key(),
+                    "world_size": self.dist.world_size,
+                    "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "train_state": dataclasses.asdict(self.state),
+                    "sampler": self.train_loader.sampler.state_dict(batches_consumed=self.state.batches_in_epoch),
+                },
+                path,
+            )
+        return path
+
+    def _try_resume(self) -> bool:
+        state = ckpt.latest_loadable(self.ckpt_dir)
+        if state is None:
+            return False
+        if state["run_key"] != self._run_key():
+            raise ConfigError(
+                f"{self.out_dir} holds a run with a different config ({_diff_sections(state['config'], to_dict(self.cfg))}); "
+                "use another output directory, or --fresh to start over there"
+            )
+        if state["world_size"] != self.dist.world_size:
+            raise ConfigError(
+                f"the checkpoint was written by {state['world_size']} process(es), this run has "
+                f"{self.dist.world_size}: resume with the same number of processes"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.state = TrainState(**state["train_state"])
+        self.train_loader.sampler.load_state_dict(state["sampler"])
+        self.monitor.truncate_after(self.state.step)
+        return True
+
+    def _run_key(self) -> str:
+        full = to_dict(self.cfg)
+        defining = json.dumps({key: full[key] for key in _RUN_DEFINING}, sort_keys=True)
+        return hashlib.sha256(defining.encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ output
+
+    def _announce(self, resumed: bool) -> None:
+        if not self.dist.is_main:
+            return
+        cfg = self.cfg
+        params = sum(p.numel() for p in self.model.parameters())
+        what = f"resuming at step {self.state.step}" if resumed else "starting"
+        self._say(
+            f"pretrain: {what}; {params / 1e6:.2f} M params on {self.device} ({self.precision}), "
+            f"{self.dist.world_size} process(es) x {self.accumulation} micro-batch(es) of <= "
+            f"{cfg.data.micro_batch_seconds:g} s = ~{cfg.batch_seconds:g} s per update; "
+            f"peak lr {self.peak_lr:.3g} ({cfg.optim.schedule}, scaling={cfg.optim.lr_scaling}); "
+            f"{cfg.steps} updates -> {self.out_dir}"
+        )
+
+    def _progress_bar(self):  # type: ignore[no-untyped-def]
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        interactive = sys.stderr.isatty()
+        return tqdm(
+            total=self.cfg.steps,
+            initial=self.state.step,
+            desc="pretrain",
+            unit="step",
+            file=sys.stderr,
+            mininterval=0.2 if interactive else 10.0,
+        )
+
+    def _say(self, message: str) -> None:
+        if self.dist.is_main:
+            print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+class _GradientVariance:
+    """Variance of the per-micro-batch gradients around their mean (seed 004, Sec. IV-C1).
+
+    Reports the mean per-parameter variance, its square root, and the "simple" gradient
+    noise scale of McCandlish et al. (tr(Sigma) / |G|^2, times the micro-batch
+    seconds), an estimate of the critical batch size in seconds of audio.
+    """
+
+    def __init__(self, model: nn.Module, micro_batches: int) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.micro_batches = micro_batches
+        self.previous = [torch.zeros_like(p) for p in self.params]
+        self.sum_squares = [torch.zeros_like(p) for p in self.params]
+
+    @torch.no_grad()
+    def after_micro_batch(self, loss_scale: float) -> None:
+        self.loss_scale = loss_scale
+        for p, prev, squares in zip(self.params, self.previous, self.sum_squares):
+            grad = p.grad if p.grad is not None else torch.zeros_like(p)
+            # p.grad accumulates g_k / A (times the fp16 loss scale); g_k is A * the increment.
+            own = (grad - prev) * (self.micro_batches / loss_scale)
+            squares.add_(own * own)
+            prev.copy_(grad)
+
+    @torch.no_grad()
+    def result(self, dist_info: Distributed, micro_seconds: float) -> dict[str, float]:
+        """Call after the last micro-batch, before any cross-process averaging of ``previous``."""
+        a = self.micro_batches
+        trace = torch.zeros((), dtype=torch.float64, device=self.previous[0].device)
+        mean_sq = torch.zeros_like(trace)
+        count = 0
+        for prev, squares in zip(self.previous, self.sum_squares):
+            mean = prev.double() / self.loss_scale  # sum_k g_k / A: the mean micro-batch gradient
+            variance = (squares.double() - a * mean * mean) / (a - 1)
+            trace += variance.clamp(min=0).sum()
+            mean_sq += (mean * mean).sum()
+            count += prev.numel()
+        values = dist_info.all_reduce_mean(torch.stack([trace, mean_sq]))
+        trace_f, mean_sq_f = float(values[0]), float(values[1])
+        signal = max(mean_sq_f - trace_f / a, 1e-30)  # unbiased estimate of |G|^2
+        return {
+            "grad_var": trace_f / count,
+            "grad_std": math.sqrt(trace_f / count),
+            "grad_noise_scale_seconds": micro_seconds * trace_f / signal,
+        }
+
+
+def _average_gradients(model: nn.Module, world_size: int) -> None:
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world_size
+
+
+def _micro_seed(seed: int, step: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, step, index]).generate_state(1, dtype=np.uint64)[0] % (2**63))
+
+
+def _flatten_stats(stats: dict[str, Tensor], device: torch.device) -> tuple[Tensor, list[tuple[str, int]]]:
+    layout, parts = [], []
+    for key, value in stats.items():
+        flat = value.detach().float().reshape(-1).to(device)
+        layout.append((key, flat.numel()))
+        parts.append(flat)
+    return torch.cat(parts), layout
+
+
+def _unflatten_stats(flat: Tensor, layout: list[tuple[str, int]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    offset = 0
+    for key, size in layout:
+        chunk = flat[offset : offset + size].tolist()
+        out[key] = chunk if size > 1 or key == "perplexity" else chunk[0]
+        offset += size
+    return out
+
+
+def _postfix(record: dict[str, Any]) -> str:
+    ppl = "/".join(f"{p:.0f}" for p in record.get("perplexity", []))
+    return (
+        f"loss {record['loss']:.3f} ctr {record['contrastive']:.3f} acc {record['accuracy']:.2f} "
+        f"ppl {ppl} lr {record['lr']:.2e} {record['hours_seen']:.2f}h"
+    )
+
+
+def _newest(directory: Path) -> Path | None:
+    found = ckpt.step_checkpoints(directory)
+    return found[-1][1] if found else None
+
+
+def _diff_sections(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    changed = [key for key in _RUN_DEFINING if saved.get(key) != now.get(key)]
+    return "changed: " + ", ".join(changed) if changed else "different settings"
+
+
+def read_metrics(out_dir: str | Path, split: str = "train") -> list[dict[str, Any]]:
+    """The records of ``split`` in a run's metrics.jsonl."""
+    path = Path(out_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["split"] == split]
