@@ -38,15 +38,22 @@ VARIANTS: dict[str, list[str]] = {
     "batch30": ["batch_seconds=30", "data.micro_batch_seconds=30"],
     "warmup0": ["optim.warmup_steps=0"],
     "normalize": ["data.normalize_waveform=true"],
+    "diversity1": ["objective.diversity_weight=1.0"],
+    "diversity1-lr2e-3": ["objective.diversity_weight=1.0", "optim.lr=2e-3"],
+    "diversity1-neg20": ["objective.diversity_weight=1.0", "objective.num_negatives=20"],
+    "diversity1-crop2s": ["objective.diversity_weight=1.0", "data.crop_seconds=2"],
 }
 
 
-def escape_step(records: list[dict], chance: float, margin: float, min_accuracy: float) -> dict | None:
+def escape_step(
+    records: list[dict], chance: float, margin: float, min_accuracy: float, min_perplexity: float
+) -> dict | None:
     for i in range(len(records)):
         window = records[max(0, i - 2) : i + 1]
         loss = sum(r["contrastive"] for r in window) / len(window)
         accuracy = sum(r["accuracy"] for r in window) / len(window)
-        if len(window) == 3 and loss <= chance - margin and accuracy >= min_accuracy:
+        perplexity = min(min(r["perplexity"]) for r in window)
+        if len(window) == 3 and loss <= chance - margin and accuracy >= min_accuracy and perplexity >= min_perplexity:
             return records[i]
     return None
 
@@ -67,7 +74,8 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> di
     train = [r for r in records if r["split"] == "train"]
     negatives = next((int(o.split("=")[1]) for o in overrides if o.startswith("objective.num_negatives=")), 100)
     chance = math.log(negatives + 1)
-    hit = escape_step(train, chance, args.margin, args.min_accuracy)
+    entries = next((int(o.split("=")[1]) for o in overrides if o.startswith("objective.codebook_entries=")), 320)
+    hit = escape_step(train, chance, args.margin, args.min_accuracy, args.min_perplexity * entries)
     last = train[-1]
     return {
         "name": name,
@@ -91,6 +99,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     parser.add_argument("--margin", type=float, default=0.5, help="nats below log(K+1) that count as escaped")
     parser.add_argument("--min-accuracy", type=float, default=0.10)
+    parser.add_argument("--min-perplexity", type=float, default=0.1,
+                        help="fraction of each group's codebook entries that must stay in use")
     parser.add_argument("extra", nargs="*", help="overrides applied to every variant")
     args = parser.parse_args()
 
@@ -98,17 +108,19 @@ def main() -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
-    print(f"{'variant':<14} {'escape step':>11} {'minutes':>8} {'final ctr':>9} {'chance':>6} {'final acc':>9}  overrides")
+    print(f"{'variant':<18} {'escape step':>11} {'minutes':>8} {'final ctr':>9} {'chance':>6} {'final acc':>9} "
+          f"{'final ppl':>9}  overrides")
     for name in names:
         row = run_variant(name, VARIANTS[name], args)
         if "error" in row:
-            print(f"{name:<14} error: {row['error']}")
+            print(f"{name:<18} error: {row['error']}")
             continue
         step = row["escape_step"] if row["escape_step"] is not None else "-"
         minutes = f"{row['escape_minutes']:.1f}" if row["escape_minutes"] is not None else "-"
+        ppl = "/".join(f"{p:.0f}" for p in row["final_perplexity"])
         print(
-            f"{name:<14} {step!s:>11} {minutes:>8} {row['final_contrastive']:>9.3f} {row['chance']:>6.3f} "
-            f"{row['final_accuracy']:>9.3f}  {row['overrides']}",
+            f"{name:<18} {step!s:>11} {minutes:>8} {row['final_contrastive']:>9.3f} {row['chance']:>6.3f} "
+            f"{row['final_accuracy']:>9.3f} {ppl:>9}  {row['overrides']}",
             flush=True,
         )
         with (Path(args.out) / "results.jsonl").open("a") as handle:

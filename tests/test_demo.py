@@ -4,11 +4,18 @@ import json
 
 from speechssl.cli import main
 
+# The demo's pretraining stage, shrunk to two updates of a one-layer model.
+TINY_PRETRAIN = [
+    "pretrain.steps=2", "pretrain.batch_seconds=8", "pretrain.data.micro_batch_seconds=8",
+    "pretrain.data.crop_seconds=2", "pretrain.data.num_workers=0", "pretrain.encoder.layers=1",
+    "pretrain.valid_every=0", "pretrain.tensorboard=false",
+]
+
 
 def test_demo_runs_then_reuses(tmp_path, capsys):
     argv = ["demo", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "corpus"),
             "corpus.hours=0.03", "corpus.languages=[en,fr]", "corpus.speakers=10", "corpus.trials=40",
-            "batch_seconds=20"]
+            "batch_seconds=20", *TINY_PRETRAIN]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "demo finished" in out and "reused" not in out
@@ -19,7 +26,8 @@ def test_demo_runs_then_reuses(tmp_path, capsys):
 
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert out.count("reused") == 2
+    assert out.count("reused") == 3
+    assert (tmp_path / "run" / "pretrain" / "checkpoints" / "step_00000002.pt").is_file()
 
     # A different corpus config on the same directory is refused, not silently mixed.
     assert main(argv[:-1] + ["corpus.seed=1"]) == 2

@@ -97,7 +97,7 @@ def test_lr_heuristics_scale_with_batch_seconds():
     assert peak("linear", 6000) == pytest.approx(5e-4)
     assert peak("linear", 600) == pytest.approx(5e-5)
     assert peak("sqrt", 1500) == pytest.approx(2.5e-4)
-    assert peak("none", 600) == pytest.approx(5e-4)
+    assert peak("none", 600) == PretrainConfig().optim.lr  # no scaling: the configured lr
 
 
 def test_accumulation_fills_the_update_budget():
@@ -115,10 +115,17 @@ def test_config_rejects_crop_longer_than_micro_batch():
         check(cfg)
 
 
-def test_shipped_configs_load():
-    for path in sorted((ROOT / "configs/pretrain").glob("*.yaml")):
-        cfg = load_config(PretrainConfig, path)
-        Wav2Vec2Pretraining(cfg.encoder, cfg.objective) if cfg.encoder.hidden <= 256 else None
+def test_shipped_configs_load_and_tiny_is_the_default():
+    from speechssl.config import to_dict
+
+    configs = {path.stem: load_config(PretrainConfig, path) for path in (ROOT / "configs/pretrain").glob("*.yaml")}
+    assert {"w2v2_tiny", "w2v2_base"} <= set(configs)
+    defaults = PretrainConfig()
+    check(defaults)
+    assert to_dict(configs["w2v2_tiny"]) == to_dict(defaults)
+    base = configs["w2v2_base"]
+    assert (base.encoder.hidden, base.encoder.layers, base.objective.diversity_weight) == (768, 12, 0.1)
+    assert base.accumulation(8) == 8  # 5600 s = 8 GPUs x 8 micro-batches of 87.5 s
 
 
 # ---------------------------------------------------------------- trainer
@@ -147,6 +154,19 @@ def test_training_writes_monitors_and_checkpoints(tiny_corpus, tmp_path):
     assert (tmp_path / "run/checkpoints/best.pt").is_file()
     state = load_checkpoint(result.last_checkpoint)
     assert state["train_state"]["step"] == 4 and "sampler" in state and "optimizer" in state
+
+
+def test_export_hf_cli_writes_what_import_hf_reads(tiny_corpus, tmp_path):
+    from speechssl.cli import main
+    from speechssl.models.hf import import_hf_pretraining
+
+    result = pretrain(small_config(tiny_corpus, "steps=1", "data.valid_split="), tmp_path / "run", progress=False)
+    assert main(["export-hf", str(result.last_checkpoint), "--out", str(tmp_path / "hf")]) == 0
+    exported = import_hf_pretraining(tmp_path / "hf").state_dict()
+    saved = load_checkpoint(result.last_checkpoint)["model"]
+    assert set(exported) == set(saved)
+    assert all(torch.equal(exported[k], saved[k]) for k in saved)
+    assert main(["export-hf", str(result.last_checkpoint), "--out", str(tmp_path / "hf")]) == 2  # no overwrite
 
 
 def test_run_refuses_a_changed_config_and_resumes_an_extended_one(tiny_corpus, tmp_path):

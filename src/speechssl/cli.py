@@ -93,6 +93,17 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_hf(args: argparse.Namespace) -> int:
+    from speechssl.models.hf import export_hf
+    from speechssl.pretrain.checkpoint import load_pretraining_model
+
+    model, cfg = load_pretraining_model(args.checkpoint)
+    out = export_hf(model, args.out, do_normalize=cfg.data.normalize_waveform, overwrite=args.overwrite,
+                    encoder_only=args.encoder_only)
+    print(f"wrote {out} (load with transformers.Wav2Vec2Model.from_pretrained or speechssl's import_hf)")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -201,6 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                      help="dotted config overrides, e.g. optim.lr=1e-3 steps=500 (see `speechssl config-keys pretrain`)")
     pre.set_defaults(handler=_cmd_pretrain)
+
+    export = verbs.add_parser(
+        "export-hf", help="write a pretraining checkpoint as a transformers Wav2Vec2 directory",
+        description="Convert a speechssl pretraining checkpoint (runs/.../checkpoints/*.pt) into "
+                    "config.json + model.safetensors + preprocessor_config.json that "
+                    "transformers' Wav2Vec2Model / Wav2Vec2ForPreTraining .from_pretrained(DIR) load.")
+    _add_common(export)
+    export.add_argument("checkpoint", type=Path, help="checkpoint file, e.g. runs/pretrain/checkpoints/best.pt")
+    export.add_argument("--out", type=Path, required=True, help="output directory")
+    export.add_argument("--encoder-only", action="store_true",
+                        help="only the encoder (Wav2Vec2Model keys), without quantizer and projection heads")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    export.set_defaults(handler=_cmd_export_hf)
 
     keys = verbs.add_parser("config-keys", help="list the config keys of a verb with types, defaults and limits")
     _add_common(keys)

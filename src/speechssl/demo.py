@@ -13,12 +13,23 @@ from pathlib import Path
 
 from speechssl.config import config_hash, param, save_config
 from speechssl.data.synth import SynthConfig
+from speechssl.pretrain.config import PretrainConfig
+
+
+def _demo_pretrain() -> PretrainConfig:
+    # The tiny CPU recipe (configs/pretrain/w2v2_tiny.yaml), shortened to a few minutes.
+    cfg = PretrainConfig()
+    cfg.steps = 100
+    cfg.valid_every = 50
+    cfg.save_every = 50
+    return cfg
 
 
 @dataclass
 class DemoConfig:
     corpus: SynthConfig = field(default_factory=SynthConfig)
     batch_seconds: float = param(60.0, gt=0, help="seconds of audio per batch in the data check")
+    pretrain: PretrainConfig = field(default_factory=_demo_pretrain)
 
 
 @dataclass
@@ -35,6 +46,7 @@ def run_demo(cfg: DemoConfig, *, out_dir: Path, data_dir: Path, workers: int = 2
     results = [
         _stage_corpus(cfg, data_dir, workers),
         _stage_data_check(cfg, data_dir, out_dir),
+        _stage_pretrain(cfg, data_dir, out_dir),
     ]
     print()
     print("demo finished; outputs:")
@@ -47,7 +59,7 @@ def run_demo(cfg: DemoConfig, *, out_dir: Path, data_dir: Path, workers: int = 2
 def _stage_corpus(cfg: DemoConfig, data_dir: Path, workers: int) -> StageResult:
     from speechssl.data.synth import format_summary, synthesize_corpus
 
-    _banner("1/2 corpus: synthetic multilingual speech (eSpeak NG)")
+    _banner("1/3 corpus: synthetic multilingual speech (eSpeak NG)")
     start = time.perf_counter()
     existed = (data_dir / "corpus.json").is_file()
     info = synthesize_corpus(cfg.corpus, data_dir, workers=workers)
@@ -58,7 +70,7 @@ def _stage_corpus(cfg: DemoConfig, data_dir: Path, workers: int) -> StageResult:
 def _stage_data_check(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
     from speechssl.data.check import check_corpus
 
-    _banner("2/2 data check: manifests, audio decoding, duration-bucketed batches")
+    _banner("2/3 data check: manifests, audio decoding, duration-bucketed batches")
     start = time.perf_counter()
     output = out_dir / "data_check.json"
     key = {"corpus": config_hash(cfg.corpus), "batch_seconds": cfg.batch_seconds}
@@ -71,6 +83,31 @@ def _stage_data_check(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageRe
     tmp.write_text(json.dumps({"key": key, **report.to_dict()}, indent=2))
     tmp.replace(output)
     return StageResult("data check", "ran", time.perf_counter() - start, output)
+
+
+def _stage_pretrain(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
+    from dataclasses import replace
+
+    from speechssl.pretrain import pretrain, read_metrics
+    from speechssl.pretrain.checkpoint import step_checkpoints
+
+    _banner("3/3 pretrain: tiny wav2vec 2.0 on the synthetic corpus")
+    start = time.perf_counter()
+    run_dir = out_dir / "pretrain"
+    train_cfg = replace(cfg.pretrain, data=replace(cfg.pretrain.data, dir=str(data_dir)))
+    finished = any(step == train_cfg.steps for step, _ in step_checkpoints(run_dir / "checkpoints"))
+    # pretrain() resumes from the run's newest checkpoint, so a finished run returns at once.
+    result = pretrain(train_cfg, run_dir)
+    records = read_metrics(run_dir, "valid") or read_metrics(run_dir, "train")
+    if records:
+        final = records[-1]
+        print(
+            f"step {final['step']}: {final['split']} contrastive loss {final['contrastive']:.3f} "
+            f"(chance {train_cfg.objective.chance_loss:.3f}), accuracy {final['accuracy']:.3f}, "
+            f"codebook perplexity {'/'.join(f'{p:.0f}' for p in final['perplexity'])}"
+        )
+    status = "reused" if finished else "ran"
+    return StageResult("pretrain", status, time.perf_counter() - start, result.last_checkpoint or run_dir)
 
 
 def _banner(text: str) -> None:

@@ -191,19 +191,32 @@ def config_hash(cfg: Any, length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def describe(cls: type, prefix: str = "") -> list[str]:
-    """One line per leaf key: ``dotted.key (type, default): help [constraints]``."""
+def describe(cls: type, prefix: str = "", defaults: Any = None) -> list[str]:
+    """One line per leaf key: ``dotted.key (type, default): help [constraints]``.
+
+    Defaults are read from an instance built with no arguments, so a nested section
+    whose ``default_factory`` differs from its class defaults (e.g. a tiny encoder
+    inside a pretraining config) shows the values a run would actually get.
+    """
+    if defaults is None:
+        try:
+            defaults = cls()
+        except TypeError:  # required fields: fall back to the field declarations
+            defaults = None
     lines = []
     hints = typing.get_type_hints(cls)
     for fld in dataclasses.fields(cls):
         dotted = _join(prefix, fld.name)
         tp = hints[fld.name]
         if dataclasses.is_dataclass(tp):
-            lines += describe(tp, dotted)
+            lines += describe(tp, dotted, getattr(defaults, fld.name) if defaults is not None else None)
             continue
-        default = fld.default if fld.default is not _MISSING else (
-            fld.default_factory() if fld.default_factory is not _MISSING else "required"
-        )
+        if defaults is not None:
+            default = getattr(defaults, fld.name)
+        else:
+            default = fld.default if fld.default is not _MISSING else (
+                fld.default_factory() if fld.default_factory is not _MISSING else "required"
+            )
         limits = ", ".join(f"{k}={v}" for k, v in fld.metadata.items() if k != "help")
         text = f"{dotted} ({_type_name(tp)}, default {default!r})"
         if fld.metadata.get("help"):

@@ -30,7 +30,8 @@ class EncoderOutput:
     layer_states: list[Tensor]
     """``layers + 1`` tensors [B, T', hidden]: the Transformer input, then each layer's output.
 
-    For ``pre_ln`` the last state is taken after the final LayerNorm (as HF does)."""
+    For ``pre_ln`` the last state is taken after the final LayerNorm, i.e. it equals HF's
+    ``last_hidden_state``; transformers 5 reports ``hidden_states[-1]`` before that norm."""
     frame_lengths: Tensor
     """[B] number of valid frames per utterance."""
     padding_mask: Tensor

@@ -101,3 +101,16 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def load_pretraining_model(path: str | Path):  # -> tuple[Wav2Vec2Pretraining, PretrainConfig]
+    """The model (eval mode) and run config stored in a pretraining checkpoint."""
+    from speechssl.config import from_dict
+    from speechssl.models.objectives.contrastive import Wav2Vec2Pretraining
+    from speechssl.pretrain.config import PretrainConfig
+
+    state = load_checkpoint(path)
+    cfg = from_dict(PretrainConfig, state["config"])
+    model = Wav2Vec2Pretraining(cfg.encoder, cfg.objective)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg

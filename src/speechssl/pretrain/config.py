@@ -56,14 +56,26 @@ class OptimConfig:
     cyclic_base_ratio: float = param(0.01, gt=0.0, max=1.0, help="cyclic: lowest lr as a fraction of the peak")
 
 
+def _tiny_objective() -> ContrastiveConfig:
+    # BASE's diversity weight 0.1 lets a tiny model's codebook collapse (RESULTS.md).
+    return ContrastiveConfig(codevector_dim=128, final_dim=128, diversity_weight=1.0)
+
+
+def _tiny_optim() -> OptimConfig:
+    return OptimConfig(lr=2e-3, warmup_steps=30)
+
+
 @dataclass
 class PretrainConfig:
-    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig.preset("tiny"))
-    objective: ContrastiveConfig = field(default_factory=ContrastiveConfig)
-    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    """A pretraining run. Defaults: the tiny CPU recipe of configs/pretrain/w2v2_tiny.yaml;
+    the section classes' own defaults are the wav2vec 2.0 BASE values (w2v2_base.yaml)."""
 
-    steps: int = param(400000, min=1, help="optimizer updates to run")
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig.preset("tiny"))
+    objective: ContrastiveConfig = field(default_factory=_tiny_objective)
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    optim: OptimConfig = field(default_factory=_tiny_optim)
+
+    steps: int = param(450, min=1, help="optimizer updates to run")
     batch_seconds: float = param(
         60.0, gt=0.0, help="seconds of audio per update, all processes and micro-batches together"
     )
@@ -75,8 +87,8 @@ class PretrainConfig:
     compile: bool = param(False, help="torch.compile the model (GPU runs)")
 
     log_every: int = param(10, min=1, help="updates between monitor records")
-    valid_every: int = param(500, min=0, help="updates between validation passes (0 = only at the end)")
-    save_every: int = param(500, min=1, help="updates between checkpoints")
+    valid_every: int = param(150, min=0, help="updates between validation passes (0 = only at the end)")
+    save_every: int = param(150, min=1, help="updates between checkpoints")
     keep_last: int = param(3, min=1, help="step checkpoints to keep (best.pt is kept besides)")
     max_bad_steps: int = param(5, min=1, help="non-finite losses in a row before the run stops")
     grad_variance_every: int = param(

@@ -1,0 +1,471 @@
+"""Pretraining throughput: our wav2vec 2.0 step against ``transformers.Wav2Vec2ForPreTraining``.
+
+Both models are built in this process from one configuration -- our ``tiny`` preset by
+default (``--model base`` for BASE) with the objective defaults (G=2 groups of V=320
+codevectors, K=100 distractors, span masks 0.65/10; codevector_dim = final_dim = 128
+for tiny, 256 for base) -- mapped to a ``Wav2Vec2Config`` by
+:func:`speechssl.models.hf.hf_config_from` (conv layout and norm, widths, depth, heads,
+positional conv, pre/post-LN, every dropout, layerdrop, quantizer, K, logit
+temperature, diversity weight, masking). The HF model then gets *our* initial weights
+(same parameter names, see ``speechssl.models.hf``), so both start from the same point.
+
+One step, timed the same way on both sides, on the same padded batch:
+
+* forward + backward + ``AdamW.step()`` (each model has its own AdamW with the same
+  hyper-parameters as ``speechssl pretrain``), model in train mode, fp32;
+* ours: ``Wav2Vec2Pretraining(waveforms, lengths, num_updates=step)`` draws its span
+  masks and distractors inside ``forward``;
+* transformers: as in its official pretraining example
+  (``run_wav2vec2_pretraining_no_trainer.py``), ``_compute_mask_indices`` (restricted to
+  valid frames through the feature-level attention mask) and ``_sample_negative_indices``
+  are computed *inside the timed step* with numpy, then passed as
+  ``mask_time_indices`` / ``sampled_negative_indices`` together with the sample-level
+  ``attention_mask``; the summed loss is divided by the number of masked frames (the
+  example's per-frame normalisation) and the Gumbel temperature is set each step with
+  ``set_gumbel_temperature`` to our schedule's value.
+
+The batch is ``B`` crops of 2-4 s (``--min-crop/--max-crop``) adding up to
+``--batch-seconds`` of audio, zero-padded to the longest: random speech-like noise
+(harmonics of a wandering f0 plus noise, shaped by formant resonators and a syllable-rate
+envelope), or real crops from a corpus made by ``speechssl corpus synth`` with ``--data``.
+Each side is warmed up, then steps are interleaved (ours, theirs, ours, theirs, ...) so
+that slow drifts of a shared machine hit both alike; we report the median seconds per
+step and audio seconds per wall second. The last line is
+``ratio: X`` = our audio-seconds-per-second / transformers' (> 1: ours is faster).
+
+Why it is fair, and the known differences:
+
+* same config, same weights at the start, same batch, same attention (both use
+  ``scaled_dot_product_attention`` with the padding mask), same optimizer and thread
+  count; both compute masks and negatives on the host inside the step;
+* the contrastive term differs in *how much* work it does, which is the point of our
+  implementation: transformers gathers K distractor vectors for *every* frame (masked or
+  not, padding included) into a [K+1, B, T, D] tensor and takes a cosine along it; we
+  take cosines only among the masked frames of each utterance with one [B, M, M] bmm
+  and gather the K logits from it. Its quantizer also runs on every frame; ours only on
+  masked ones (the only targets ever used);
+* ours additionally computes wav2vec 2.0's L2 penalty on the CNN features (weight 10,
+  part of the fairseq loss, absent from transformers' model) and, for BASE, scales the
+  CNN gradient by ``feature_grad_mult=0.1``; both are a handful of element-wise ops;
+* layerdrop (0.05) draws independently on each side, so a step may skip a layer;
+  medians over the repeats absorb this.
+
+Run it on an otherwise idle machine. With other processes on the cores, multi-threaded
+ops stall at their OpenMP barriers whenever one of their threads is descheduled: the step
+slows down several-fold (AdamW's many small ops a hundred-fold) and the ratio becomes
+noise. The script warns when the load average says so; ``--threads 1`` is then the
+meaningful comparison. (Plain AdamW issues ~30 small ops per parameter tensor, about 3,000
+per step, the ops most exposed to such stalls; ``--fused-adamw`` uses one kernel per
+tensor on both sides.)
+
+``--profile`` then runs a few more of OUR steps under ``torch.profiler`` and prints
+where they go: by phase (forward modules, masking, contrastive logits, backward, AdamW)
+and the top operators by self CPU time.
+
+    python benchmarks/pretrain_throughput.py --quick          # < 1 min on 2 cores
+    python benchmarks/pretrain_throughput.py                  # tiny, 48 s batches, 10 repeats
+    python benchmarks/pretrain_throughput.py --model base --batch-seconds 16 --repeats 3
+    python benchmarks/pretrain_throughput.py --quick --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from scipy.signal import lfilter
+from torch import Tensor
+
+from speechssl.data.collate import collate_waveforms
+from speechssl.errors import SpeechSSLError
+from speechssl.models.config import EncoderConfig
+from speechssl.models.hf import hf_config_from, hf_state_dict
+from speechssl.models.objectives import contrastive as contrastive_module
+from speechssl.models.objectives.contrastive import ContrastiveConfig, Wav2Vec2Pretraining
+
+# AdamW as `speechssl pretrain` builds it (PretrainConfig.optim defaults, tiny recipe lr).
+ADAMW = dict(lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+QUICK = dict(batch_seconds=16.0, repeats=3, warmup=1)
+FULL = dict(batch_seconds=48.0, repeats=10, warmup=2)
+
+
+@dataclass
+class Batch:
+    waveforms: Tensor  # [B, T] zero-padded
+    lengths: Tensor  # [B] valid samples
+    attention_mask: Tensor  # [B, T] long, 1 on valid samples (transformers' convention)
+    source: str
+
+    @property
+    def seconds(self) -> float:
+        return float(self.lengths.sum()) / SAMPLE_RATE
+
+
+SAMPLE_RATE = 16_000
+
+
+def configs(model: str) -> tuple[EncoderConfig, ContrastiveConfig]:
+    encoder = EncoderConfig.preset(model)
+    width = 128 if model == "tiny" else 256  # configs/pretrain/w2v2_tiny.yaml / the BASE recipe
+    return encoder, ContrastiveConfig(codevector_dim=width, final_dim=width)
+
+
+# ---------------------------------------------------------------- the batch
+
+
+def speech_like(seconds: float, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Harmonics of a wandering f0 plus noise, through two formant resonators, syllable-rate envelope."""
+    n = int(round(seconds * sr))
+    t = np.arange(n) / sr
+    f0 = rng.uniform(90, 240) * (1.0 + 0.12 * np.sin(2 * np.pi * rng.uniform(0.2, 1.0) * t + rng.uniform(0, 6.3)))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    voiced = sum(np.sin(h * phase) / h for h in range(1, 16))
+    signal = 0.6 * voiced + 0.4 * rng.standard_normal(n)
+    for formant in (rng.uniform(300, 900), rng.uniform(900, 2500)):
+        r = 0.97
+        signal = lfilter([1.0 - r], [1.0, -2 * r * np.cos(2 * np.pi * formant / sr), r * r], signal)
+    rate = rng.uniform(3.0, 6.0)  # syllables per second
+    envelope = np.sin(np.pi * rate * t + rng.uniform(0, np.pi)) ** 2
+    signal = signal * (0.1 + envelope)
+    return (0.5 * signal / (np.abs(signal).max() + 1e-9)).astype(np.float32)
+
+
+def crop_lengths(total: float, lo: float, hi: float, rng: np.random.Generator) -> list[float]:
+    """Crop durations drawn from U[lo, hi] until they add up to ``total`` (the last one trimmed, >= lo)."""
+    out: list[float] = []
+    while sum(out) < total - 1e-9:
+        d = min(float(rng.uniform(lo, hi)), total - sum(out))
+        if d < lo and out:  # too short for a crop of its own: lengthen the previous one instead
+            out[-1] += d
+        else:
+            out.append(d)
+    return out
+
+
+def corpus_waves(data: str, split: str, durations: list[float], rng: np.random.Generator) -> list[np.ndarray]:
+    from speechssl.data.audio import load_cut_audio
+    from speechssl.data.manifests import load_cuts
+
+    cuts = list(load_cuts(data, split))
+    cut_seconds = np.array([c.duration for c in cuts])
+    waves = []
+    for d in durations:
+        # A cut at least as long as the crop, so that the batch holds the audio asked for.
+        fits = np.flatnonzero(cut_seconds >= d)
+        index = int(rng.choice(fits)) if fits.size else int(cut_seconds.argmax())
+        wave = load_cut_audio(cuts[index])
+        n = min(int(round(d * SAMPLE_RATE)), wave.shape[0])
+        start = int(rng.integers(0, wave.shape[0] - n + 1))
+        waves.append(wave[start : start + n])
+    return waves
+
+
+def make_batch(args: argparse.Namespace) -> Batch:
+    rng = np.random.default_rng(args.seed)
+    durations = crop_lengths(args.batch_seconds, args.min_crop, args.max_crop, rng)
+    if args.data:
+        waves = corpus_waves(args.data, args.split, durations, rng)
+        source = f"{args.data} ({args.split}) crops"
+    else:
+        waves = [speech_like(d, rng) for d in durations]
+        source = "speech-like noise"
+    padded, lengths, padding_mask = collate_waveforms(waves)
+    return Batch(padded, lengths, (~padding_mask).long(), source)
+
+
+# ---------------------------------------------------------------- the two steps
+
+
+def build_models(args: argparse.Namespace) -> tuple[Wav2Vec2Pretraining, torch.nn.Module, str]:
+    from transformers import Wav2Vec2ForPreTraining
+
+    encoder_cfg, objective_cfg = configs(args.model)
+    torch.manual_seed(args.seed)
+    ours = Wav2Vec2Pretraining(encoder_cfg, objective_cfg)
+    hf_cfg = hf_config_from(encoder_cfg, objective_cfg)
+    theirs = Wav2Vec2ForPreTraining(hf_cfg)
+    try:
+        theirs.load_state_dict(hf_state_dict(ours), strict=True)
+        weights = "shared initial weights"
+    except RuntimeError as exc:  # names drifted: keep HF's own init, the timing is still meaningful
+        weights = f"own initial weights ({str(exc).splitlines()[0][:80]})"
+    return ours.train(), theirs.train(), weights
+
+
+def our_step(model: Wav2Vec2Pretraining, batch: Batch, fused: bool = False) -> Callable[[int], float]:
+    optimizer = torch.optim.AdamW(model.parameters(), **ADAMW, fused=fused or None)
+
+    def step(num_updates: int) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        with phase("ours: forward"):
+            out = model(batch.waveforms, batch.lengths, num_updates=num_updates)
+        with phase("ours: backward"):
+            out.loss.backward()
+        with phase("ours: AdamW"):
+            optimizer.step()
+        return float(out.loss.detach())
+
+    return step
+
+
+def their_step(
+    model: torch.nn.Module, batch: Batch, objective_cfg: ContrastiveConfig, fused: bool = False
+) -> Callable[[int], float]:
+    from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+
+    optimizer = torch.optim.AdamW(model.parameters(), **ADAMW, fused=fused or None)
+    cfg = model.config
+
+    def step(num_updates: int) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        model.set_gumbel_temperature(objective_cfg.gumbel_temperature(num_updates))
+        # The example's data collator, here inside the timed step.
+        batch_size, samples = batch.waveforms.shape
+        frames = int(model._get_feat_extract_output_lengths(samples))
+        frame_mask = model._get_feature_vector_attention_mask(frames, batch.attention_mask)
+        mask = _compute_mask_indices(
+            (batch_size, frames), cfg.mask_time_prob, cfg.mask_time_length,
+            attention_mask=frame_mask, min_masks=cfg.mask_time_min_masks,
+        )
+        negatives = _sample_negative_indices((batch_size, frames), cfg.num_negatives, mask_time_indices=mask)
+        mask_time_indices = torch.tensor(mask, dtype=torch.long)
+        out = model(
+            batch.waveforms,
+            attention_mask=batch.attention_mask,
+            mask_time_indices=mask_time_indices,
+            sampled_negative_indices=torch.tensor(negatives, dtype=torch.long),
+        )
+        loss = out.loss / mask_time_indices.sum()  # the example's per-masked-frame normalisation
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return step
+
+
+# ---------------------------------------------------------------- timing
+
+
+@dataclass
+class Row:
+    name: str
+    params: int
+    times: list[float]
+    losses: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def run(
+    steps: dict[str, Callable[[int], float]], warmup: int, repeats: int
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Warm every step up, then time them interleaved; ``(seconds, losses)`` per name."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    losses: dict[str, list[float]] = {name: [] for name in steps}
+    update = 0
+    for _ in range(warmup):
+        for step in steps.values():
+            step(update)
+        update += 1
+    for _ in range(repeats):
+        for name, step in steps.items():  # interleaved: ours, theirs, ours, theirs ...
+            start = time.perf_counter()
+            loss = step(update)
+            times[name].append(time.perf_counter() - start)
+            losses[name].append(loss)
+        update += 1
+    return {name: (times[name], losses[name]) for name in steps}
+
+
+# ---------------------------------------------------------------- profiling (ours)
+
+_PROFILING = False
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    if not _PROFILING:
+        yield
+        return
+    with torch.profiler.record_function(name):
+        yield
+
+
+PROFILED_MODULES = {
+    "wav2vec2.feature_extractor": "fwd: CNN feature extractor",
+    "wav2vec2.feature_projection": "fwd: feature projection",
+    "wav2vec2.encoder.pos_conv_embed": "fwd: positional conv",
+    "wav2vec2.encoder": "fwd: transformer (incl. pos conv)",
+    "quantizer": "fwd: quantizer",
+    "project_q": "fwd: project_q",
+    "project_hid": "fwd: project_hid",
+}
+
+
+@contextlib.contextmanager
+def instrumented(model: Wav2Vec2Pretraining) -> Iterator[None]:
+    """Label our forward's modules and objective functions for the profiler (no source edits)."""
+    global _PROFILING
+    handles = []
+    for path, label in PROFILED_MODULES.items():
+        module = model.get_submodule(path)
+        ranges: list[torch.profiler.record_function] = []
+
+        def pre(_m, _inp, label=label, ranges=ranges):  # type: ignore[no-untyped-def]
+            ranges.append(torch.profiler.record_function(label))
+            ranges[-1].__enter__()
+
+        def post(_m, _inp, _out, ranges=ranges):  # type: ignore[no-untyped-def]
+            ranges.pop().__exit__(None, None, None)
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+
+    def labelled(fn: Callable, label: str) -> Callable:
+        def wrapper(*a, **k):  # type: ignore[no-untyped-def]
+            with torch.profiler.record_function(label):
+                return fn(*a, **k)
+        return wrapper
+
+    originals = {name: getattr(contrastive_module, name) for name in ("span_mask", "contrastive_logits")}
+    contrastive_module.span_mask = labelled(originals["span_mask"], "fwd: span_mask")
+    contrastive_module.contrastive_logits = labelled(originals["contrastive_logits"], "fwd: contrastive_logits")
+    _PROFILING = True
+    try:
+        yield
+    finally:
+        _PROFILING = False
+        for name, fn in originals.items():
+            setattr(contrastive_module, name, fn)
+        for handle in handles:
+            handle.remove()
+
+
+def profile_ours(model: Wav2Vec2Pretraining, step: Callable[[int], float], steps: int, row_limit: int) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    with instrumented(model):
+        step(0)  # let the hooks' first call settle outside the trace
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for i in range(steps):
+                step(i + 1)
+    events = prof.key_averages()
+    step_total = sum(e.cpu_time_total for e in events if e.key.startswith("ours: "))
+    labels = ["ours: forward", *PROFILED_MODULES.values(), "fwd: span_mask", "fwd: contrastive_logits",
+              "ours: backward", "ours: AdamW"]
+    by_key = {e.key: e for e in events}
+    print(f"\nprofile of {steps} of our steps, by phase (CPU total ms per step, % of the step):")
+    for label in labels:
+        if label in by_key:
+            ms = by_key[label].cpu_time_total / 1e3 / steps
+            indent = "  " if label.startswith("fwd: ") else ""
+            print(f"  {indent}{label:<38}{ms:>9.1f} ms {100 * by_key[label].cpu_time_total / step_total:>6.1f}%")
+    print(f"\ntop {row_limit} operators of our step by self CPU time:")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=row_limit, max_name_column_width=48))
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["tiny", "base"], default="tiny", help="encoder preset (default: tiny)")
+    parser.add_argument("--batch-seconds", type=float, default=None,
+                        help=f"audio per batch (default {FULL['batch_seconds']:g}, --quick {QUICK['batch_seconds']:g})")
+    parser.add_argument("--min-crop", type=float, default=2.0, help="shortest crop in seconds")
+    parser.add_argument("--max-crop", type=float, default=4.0, help="longest crop in seconds")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"timed steps per side (default {FULL['repeats']}, --quick {QUICK['repeats']})")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help=f"untimed steps per side first (default {FULL['warmup']}, --quick {QUICK['warmup']})")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--fused-adamw", action="store_true",
+                        help="AdamW(fused=True) on both sides (one kernel per tensor instead of ~30 ops)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default=None, help="corpus dir from `speechssl corpus synth` (default: noise)")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--profile", action="store_true", help="then profile a few of OUR steps")
+    parser.add_argument("--profile-steps", type=int, default=2)
+    parser.add_argument("--profile-rows", type=int, default=25)
+    parser.add_argument("--quick", action="store_true", help="16 s batches, 3 repeats: well under a minute")
+    args = parser.parse_args(argv)
+    preset = QUICK if args.quick else FULL
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if not 0 < args.min_crop <= args.max_crop or args.batch_seconds < args.min_crop:
+        parser.error("need 0 < --min-crop <= --max-crop <= --batch-seconds")
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("need --repeats >= 1 and --warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import transformers
+
+    # OpenMP ops wait at barriers for all their threads: with other work on the cores, a
+    # descheduled thread stalls every op and small ones (AdamW's) slow down 100-fold.
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    started = time.perf_counter()
+    try:
+        batch = make_batch(args)
+    except SpeechSSLError as exc:  # --data: no corpus there, unreadable audio
+        print(f"error: {exc}")
+        return 2
+    ours, theirs, weights = build_models(args)
+    _, objective_cfg = configs(args.model)
+    steps = {
+        "speechssl": our_step(ours, batch, args.fused_adamw),
+        "transformers": their_step(theirs, batch, objective_cfg, args.fused_adamw),
+    }
+    results = run(steps, args.warmup, args.repeats)
+    rows = [
+        Row(name, sum(p.numel() for p in model.parameters()), *results[name])
+        for name, model in (("speechssl", ours), ("transformers", theirs))
+    ]
+
+    b, samples = batch.waveforms.shape
+    print(
+        f"model {args.model}, {weights}; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{torch.get_num_threads()} threads, attention {theirs.config._attn_implementation}"
+    )
+    print(
+        f"batch: {b} x {samples / SAMPLE_RATE:.2f} s padded, {batch.seconds:.1f} s of audio "
+        f"({100 * (1 - batch.seconds * SAMPLE_RATE / (b * samples)):.1f}% padding), {batch.source}; "
+        f"warmup {args.warmup}, {args.repeats} interleaved repeats, seed {args.seed}; "
+        f"AdamW{' (fused)' if args.fused_adamw else ''} lr {ADAMW['lr']:g} betas {ADAMW['betas']} "
+        f"eps {ADAMW['eps']:g} wd {ADAMW['weight_decay']:g}"
+    )
+    if load >= 0.5:
+        print(
+            f"WARNING: load average {load:.1f} on {os.cpu_count()} cores before the run: other work competes "
+            f"for the CPU, so timings are inflated and noisy"
+            + (" (multi-threaded ops stall worst: compare with --threads 1)" if torch.get_num_threads() > 1 else "")
+        )
+    header = f"{'implementation':<15}{'params':>11}{'s/step':>9}{'min':>8}{'max':>8}{'audio s/s':>11}{'loss':>8}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row.name:<15}{row.params:>11,}{row.median:>9.3f}{min(row.times):>8.3f}{max(row.times):>8.3f}"
+            f"{batch.seconds / row.median:>11.1f}{statistics.median(row.losses):>8.3f}"
+        )
+    print("(loss: per masked frame; ours also holds the x10 L2 penalty on CNN features, transformers' has none)")
+    if args.profile:
+        profile_ours(ours, steps["speechssl"], args.profile_steps, args.profile_rows)
+    print(f"wall {time.perf_counter() - started:.1f} s")
+    ours_row, their_row = rows
+    print(f"ratio: {their_row.median / ours_row.median:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
