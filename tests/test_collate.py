@@ -134,3 +134,15 @@ def test_dataloader_resume_uses_batches_consumed_not_prefetched(flac_cuts):
     resumed = make_dataloader(cuts, **settings)
     resumed.sampler.load_state_dict(state)
     assert consumed + [b.cut_ids for b in resumed] == full
+
+
+def test_normalize_waveforms_uses_valid_samples_only():
+    from speechssl.data.collate import normalize_waveforms
+
+    padded, lengths, mask = collate_waveforms([np.linspace(-1, 3, 800), np.linspace(0, 2, 500) * 7])
+    out = normalize_waveforms(padded, lengths)
+    for row, length in enumerate(lengths.tolist()):
+        valid = out[row, :length].double()
+        assert abs(valid.mean().item()) < 1e-5
+        assert abs(valid.std(unbiased=False).item() - 1.0) < 1e-4
+        assert (out[row, length:] == 0).all()

@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
 import math
 import os
 import shutil
@@ -42,8 +41,6 @@ from speechssl.pretrain import checkpoint as ckpt
 from speechssl.pretrain.config import PretrainConfig
 from speechssl.pretrain.monitor import CollapseWatch, Monitor
 from speechssl.pretrain.schedules import lr_at
-
-log = logging.getLogger("speechssl.pretrain")
 
 # Config sections that define the run; changing any of them makes a checkpoint in the
 # run directory incompatible. Logging/saving cadence and the step budget may change.
@@ -319,10 +316,7 @@ class Trainer:
             context = train_model.no_sync() if self.dist.active and not sync else contextlib.nullcontext()
             with context:
                 with self._autocast():
-                    waveforms = batch.waveforms
-                    if cfg.data.normalize_waveform:
-                        waveforms = normalize_waveforms(waveforms, batch.lengths)
-                    out = train_model(waveforms, batch.lengths, num_updates=step)
+                    out = train_model(self._waveforms(batch), batch.lengths, num_updates=step)
                 self.scaler.scale(out.loss / self.accumulation).backward()
             flat, stats_layout = _flatten_stats(out.stats, self.device)
             stats_sum = flat if stats_sum is None else stats_sum + flat
@@ -378,6 +372,11 @@ class Trainer:
         record.update(variance_record)
         return record
 
+    def _waveforms(self, batch: AudioBatch) -> Tensor:
+        if self.cfg.data.normalize_waveform:
+            return normalize_waveforms(batch.waveforms, batch.lengths)
+        return batch.waveforms
+
     def _slow_stats(self) -> dict[str, Any]:
         """Numbers too costly for every update, taken when a record is written."""
         stats = self.model.quantizer.codeword_similarity()
@@ -396,10 +395,7 @@ class Trainer:
             # Same masks and distractors at every validation: comparable across steps.
             torch.manual_seed(_micro_seed(self.cfg.seed, 2**31, self.dist.rank + index * self.dist.world_size))
             with self._autocast():
-                waveforms = batch.waveforms
-                if self.cfg.data.normalize_waveform:
-                    waveforms = normalize_waveforms(waveforms, batch.lengths)
-                out = self.model(waveforms, batch.lengths, num_updates=self.state.step)
+                out = self.model(self._waveforms(batch), batch.lengths, num_updates=self.state.step)
             flat, layout = _flatten_stats(out.stats, self.device)
             frames = out.stats["masked_frames"].float().to(self.device)
             totals = flat * frames if totals is None else totals + flat * frames
