@@ -50,7 +50,7 @@ def small_config(data: Path, *extra: str) -> PretrainConfig:
     return load_config(PretrainConfig, None, [*SMALL, f"data.dir={data}", *extra])
 
 
-def cli(*args: str, env: dict | None = None) -> list[str]:
+def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "speechssl.cli", "pretrain", *args]
 
 

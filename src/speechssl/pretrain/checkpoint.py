@@ -78,7 +78,7 @@ def latest_loadable(directory: Path) -> dict[str, Any] | None:
 
 
 def prune(directory: Path, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` step checkpoints and stale temp files."""
+    """Delete all but the newest ``keep_last`` step checkpoints (``best.pt`` is not one of them)."""
     for _, path in step_checkpoints(directory)[:-keep_last]:
         path.unlink(missing_ok=True)
 

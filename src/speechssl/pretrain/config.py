@@ -102,8 +102,6 @@ class PretrainConfig:
                 f"data.crop_seconds ({self.data.crop_seconds}) exceeds data.micro_batch_seconds "
                 f"({self.data.micro_batch_seconds}): one crop must fit in a micro-batch"
             )
-        if self.objective.codevector_dim % self.objective.codebook_groups:
-            raise ConfigError("objective.codevector_dim must be divisible by objective.codebook_groups")
 
     def peak_lr(self) -> float:
         """The peak learning rate after seed 004's batch-size heuristic (if any)."""

@@ -100,18 +100,16 @@ class GumbelQuantizer(nn.Module):
         """
         n = x.shape[0]
         logits = self.weight_proj(x).view(n, self.groups, self.entries)
-        codes = logits.argmax(dim=-1)
-        hard = F.one_hot(codes, self.entries).to(logits.dtype)
         if self.training:
             uniform = torch.rand_like(logits, dtype=torch.float32).clamp_(1e-10, 1.0 - 1e-7)
             gumbel = -torch.log(-torch.log(uniform))
             soft = torch.softmax((logits.float() + gumbel) / temperature, dim=-1).to(logits.dtype)
             # Straight-through: the forward pass uses the noisy argmax, gradients flow through soft.
             codes = soft.argmax(dim=-1)
-            hard = F.one_hot(codes, self.entries).to(logits.dtype)
-            choice = hard - soft.detach() + soft
+            choice = F.one_hot(codes, self.entries).to(logits.dtype) - soft.detach() + soft
         else:
-            choice = hard
+            codes = logits.argmax(dim=-1)
+            choice = F.one_hot(codes, self.entries).to(logits.dtype)
         book = self.codevectors.view(self.groups, self.entries, -1).to(choice.dtype)
         quantized = torch.einsum("ngv,gvd->ngd", choice, book).reshape(n, -1)
 
