@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# GE2E reference upstream: only resemblyzer/pretrained.pt is used, so skip its deps.
+	$(BIN)/python -m pip install --quiet --no-deps "resemblyzer==0.1.4"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -104,6 +104,22 @@ def _cmd_export_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from speechssl.config import load_config
+    from speechssl.downstream.config import BenchConfig
+    from speechssl.downstream.runner import format_result, run_bench
+
+    overrides = list(args.overrides)
+    for key in ("upstream", "task", "probe", "data"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    cfg = load_config(BenchConfig, args.config, overrides)
+    result = run_bench(cfg, args.out, fresh=args.fresh, progress=not args.no_progress)
+    print(format_result(result))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -140,7 +156,11 @@ def _config_classes() -> dict[str, Callable[[], type]]:
         from speechssl.pretrain import PretrainConfig
         return PretrainConfig
 
-    return {"corpus-synth": synth, "demo": demo, "pretrain": pretrain}
+    def bench() -> type:
+        from speechssl.downstream.config import BenchConfig
+        return BenchConfig
+
+    return {"bench": bench, "corpus-synth": synth, "demo": demo, "pretrain": pretrain}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,6 +245,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only the encoder (Wav2Vec2Model keys), without quantizer and projection heads")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     export.set_defaults(handler=_cmd_export_hf)
+
+    bench = verbs.add_parser(
+        "bench", help="train and score a probe on one downstream task for one upstream",
+        description="Benchmark an upstream on a downstream task: the frozen upstream's layers are "
+                    "cached on disk, a probe is trained on the train split with early stopping on dev, "
+                    "and test metrics go to RUN_DIR/result.json. Re-running the same config reuses "
+                    "the result (--fresh retrains).")
+    _add_common(bench)
+    bench.add_argument("--upstream", default=None, help="mfcc | fbank | ge2e | hf:<local dir> | ckpt:<path>")
+    bench.add_argument("--task", default=None, help="asr | lid | asv")
+    bench.add_argument("--probe", default=None, help="probe family (default: the task's)")
+    bench.add_argument("--data", default=None, help=f"manifest directory (default {DEFAULT_DATA_DIR})")
+    bench.add_argument("--out", type=Path, default=None, help="run directory (default runs/bench/<upstream>/<task>-...)")
+    bench.add_argument("--fresh", action="store_true", help="retrain even if the run directory has this result")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_overrides(bench)
+    bench.set_defaults(handler=_cmd_bench)
 
     keys = verbs.add_parser("config-keys", help="list the config keys of a verb with types, defaults and limits")
     _add_common(keys)

@@ -1,0 +1,84 @@
+"""Typed configuration of one benchmark run: (upstream, task, probe) on a manifest directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from speechssl.config import param
+from speechssl.errors import ConfigError
+
+
+@dataclass
+class FeaturizerConfig:
+    layer: int | None = param(
+        None, help="use only this upstream layer (negative counts from the end); null = learn a softmax-weighted sum"
+    )
+    normalize_layers: bool = param(False, help="layer-normalise each layer (no affine) before weighting")
+
+
+@dataclass
+class CacheConfig:
+    enabled: bool = param(True, help="cache the frozen upstream's features on disk (computed once per split)")
+    dir: str = param("runs/feature_cache", help="cache directory, shared by all runs")
+    max_gb: float = param(20.0, gt=0.0, help="disk cap of the cache directory; least recently used entries go first")
+    verify: Literal["full", "size"] = param("full", help="check shard checksums (full) or only sizes when opening")
+
+
+@dataclass
+class ProbeConfig:
+    """Hyper-parameters shared by the probe families; each probe reads the ones it has."""
+
+    hidden: int = param(256, gt=0, help="BiLSTM units per direction / TDNN channels (SUPERB's ASR BiLSTM: 1024)")
+    num_layers: int = param(2, min=1, help="BiLSTM layers")
+    dropout: float = param(0.2, min=0.0, lt=1.0)
+    embed_dim: int = param(256, gt=0, help="x-vector speaker embedding size")
+    margin: float = param(0.2, min=0.0, help="AM-softmax margin (x-vector speaker training)")
+    scale: float = param(30.0, gt=0.0, help="AM-softmax scale")
+
+
+@dataclass
+class TrainConfig:
+    lr: float | None = param(None, help="peak AdamW learning rate; null = the task's default")
+    weight_decay: float = param(0.01, min=0.0)
+    batch_seconds: float = param(160.0, gt=0.0, help="seconds of audio per update (duration-bucketed batches)")
+    max_epochs: int | None = param(None, help="epochs at most; null = the task's default")
+    patience: int = param(3, min=1, help="stop after this many dev evaluations without improvement")
+    warmup_updates: int = param(50, min=0, help="linear warmup; then cosine decay to 0 over max_epochs")
+    clip_norm: float = param(5.0, min=0.0, help="clip the gradient norm (0 = off)")
+    num_workers: int = param(1, min=0, help="audio-loading worker processes when features are not cached")
+
+
+@dataclass
+class AsrConfig:
+    lowercase: bool = param(True)
+    remove_punctuation: bool = param(True)
+    beam_size: int = param(8, min=1, help="CTC prefix beam search width for the test set (1 = greedy only)")
+
+
+@dataclass
+class BenchConfig:
+    """A benchmark run. `speechssl bench --upstream U --task T [--probe P] [--data DIR] KEY=VALUE...`"""
+
+    upstream: str = param("mfcc", help="mfcc | fbank | ge2e | hf:<local dir> | ckpt:<checkpoint or run dir>")
+    task: Literal["asr", "lid", "asv"] = param("lid", help="downstream task")
+    probe: str = param("", help="probe family ('' = the task's default)")
+    data: str = param("data/synth", help="manifest directory (speechssl corpus synth / prepare)")
+    train_split: str = param("train")
+    dev_split: str = param("dev")
+    test_split: str = param("test")
+    seed: int = param(0, min=0)
+    device: Literal["auto", "cpu", "cuda"] = param("auto")
+    featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    probe_cfg: ProbeConfig = field(default_factory=ProbeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+
+    def validate(self) -> None:
+        if not self.upstream.strip():
+            raise ConfigError("upstream: must name an upstream (e.g. mfcc, hf:<dir>, ckpt:<path>)")
+        if self.train.max_epochs is not None and self.train.max_epochs < 1:
+            raise ConfigError(f"train.max_epochs: must be >= 1 or null, got {self.train.max_epochs}")
+        if self.train.lr is not None and not self.train.lr > 0:
+            raise ConfigError(f"train.lr: must be > 0 or null, got {self.train.lr}")

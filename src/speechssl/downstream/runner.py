@@ -1,0 +1,382 @@
+"""One benchmark run: (upstream, task, probe) trained on train, early-stopped on dev, scored on test.
+
+The upstream is frozen. Its features come either from the on-disk cache (computed once per
+upstream fingerprint and split, then read by every epoch, probe and seed) or, with
+``cache.enabled=false``, from running the upstream on every batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from speechssl.config import config_hash, to_dict
+from speechssl.data.collate import CutAudioDataset, supervision_info
+from speechssl.data.manifests import load_cuts
+from speechssl.data.sampler import DurationBucketSampler
+from speechssl.downstream.config import BenchConfig
+from speechssl.downstream.featurizer import Featurizer, resolve_layer
+from speechssl.downstream.probes import COMPATIBLE, PROBES, build_probe
+from speechssl.downstream.tasks import ProbeBatch, Task, task_class
+from speechssl.errors import ConfigError, SpeechSSLError
+
+RESULT_FORMAT = "speechssl.bench/1"
+ROLES = ("train", "dev", "test")
+
+
+# ---------------------------------------------------------------- feature sources
+
+
+@dataclass
+class LayerBatch:
+    layers: Tensor  # [L, B, T, D] float32
+    lengths: Tensor  # [B]
+    cut_ids: list[str]
+    supervisions: list[dict[str, Any]]
+
+
+def _pad_layers(arrays: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+    """Per-utterance ``[L, T_i, D]`` arrays -> zero-padded ``[L, B, T, D]`` float32 + lengths."""
+    lengths = torch.tensor([a.shape[1] for a in arrays], dtype=torch.long)
+    num_layers, _, dim = arrays[0].shape
+    out = torch.zeros(num_layers, len(arrays), int(lengths.max()), dim)
+    for i, a in enumerate(arrays):
+        out[:, i, : a.shape[1]] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+    return out, lengths
+
+
+class CachedFeatureDataset(Dataset):
+    """``dataset[cuts] -> LayerBatch`` read from a cache entry (memory-mapped fp16)."""
+
+    def __init__(self, cached) -> None:
+        self.cached = cached
+
+    def __getitem__(self, cuts) -> LayerBatch:
+        cut_list = list(cuts)
+        # The cache stores [T', L, D] per utterance (one contiguous read).
+        layers, lengths = _pad_layers([self.cached[c.id].transpose(1, 0, 2) for c in cut_list])
+        return LayerBatch(layers, lengths, [c.id for c in cut_list], [supervision_info(c) for c in cut_list])
+
+
+class FeatureSource:
+    """Batches of upstream layers over one split, from the cache or computed live."""
+
+    def __init__(self, cuts: list, *, upstream: nn.Module, layer_ids: list[int], cached, cfg: BenchConfig, device) -> None:
+        self.cuts = cuts
+        self.upstream = upstream
+        self.layer_ids = layer_ids
+        self.cached = cached
+        self.cfg = cfg
+        self.device = device
+
+    def batches(self, *, shuffle: bool, epoch: int = 0) -> Iterator[LayerBatch]:
+        sampler = DurationBucketSampler(
+            self.cuts, batch_seconds=self.cfg.train.batch_seconds, shuffle=shuffle, seed=self.cfg.seed
+        )
+        sampler.set_epoch(epoch)
+        if self.cached is not None:
+            loader = DataLoader(CachedFeatureDataset(self.cached), sampler=sampler, batch_size=None)
+            for batch in loader:
+                yield LayerBatch(batch.layers.to(self.device), batch.lengths.to(self.device), batch.cut_ids, batch.supervisions)
+            return
+        workers = self.cfg.train.num_workers
+        loader = DataLoader(
+            CutAudioDataset(seed=self.cfg.seed), sampler=sampler, batch_size=None, num_workers=workers,
+            persistent_workers=False,
+        )
+        for audio in loader:
+            audio = audio.to(self.device)
+            with torch.inference_mode():
+                out = self.upstream(audio.waveforms, audio.lengths)
+                layers = torch.stack([out.layers[i] for i in self.layer_ids]).float()
+            # inference tensors cannot be saved for backward; clone() makes normal ones.
+            yield LayerBatch(layers.clone(), out.lengths.clone(), audio.cut_ids, audio.supervisions)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def default_run_dir(cfg: BenchConfig, probe: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.upstream.replace(":", "-")).strip("_")[-60:]
+    layer = "" if cfg.featurizer.layer is None else f"-layer{cfg.featurizer.layer}"
+    return Path("runs/bench") / slug / f"{cfg.task}-{probe}{layer}-seed{cfg.seed}"
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def _hours(cuts: list) -> float:
+    return sum(float(c.duration) for c in cuts) / 3600.0
+
+
+def _write_json_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _check_probe(cfg: BenchConfig, task: type[Task]) -> str:
+    """The probe's name, refused before any work if unknown or unfit for the task."""
+    name = cfg.probe or task.default_probe
+    if name not in PROBES:
+        raise ConfigError(f"unknown probe {name!r}; known: {', '.join(sorted(PROBES))}")
+    if PROBES[name].output_kind not in COMPATIBLE[task.needs]:
+        fitting = sorted(n for n, s in PROBES.items() if s.output_kind in COMPATIBLE[task.needs])
+        raise ConfigError(f"probe {name!r} does not fit task {task.name} (it needs {task.needs} outputs); "
+                          f"use one of {', '.join(fitting)}")
+    return name
+
+
+def _load_splits(cfg: BenchConfig) -> dict[str, list]:
+    data_dir = Path(cfg.data)
+    if not data_dir.is_dir():
+        hint = " (make it with: speechssl corpus synth)" if cfg.data == "data/synth" else ""
+        raise ConfigError(f"data directory {data_dir} does not exist{hint}")
+    names = {"train": cfg.train_split, "dev": cfg.dev_split, "test": cfg.test_split}
+    return {role: list(load_cuts(data_dir, split)) for role, split in names.items()}
+
+
+def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train and score one probe; returns the result dict (also written to ``out_dir/result.json``)."""
+    from speechssl.upstream import build_upstream
+
+    started = time.perf_counter()
+    task_cls = task_class(cfg.task)
+    probe_name = _check_probe(cfg, task_cls)
+    run_dir = Path(out_dir) if out_dir is not None else default_run_dir(cfg, probe_name)
+    result_path = run_dir / "result.json"
+    key = config_hash(cfg)
+    if result_path.is_file() and not fresh:
+        previous = json.loads(result_path.read_text())
+        if previous.get("config_hash") == key:
+            previous["reused"] = True
+            return previous
+
+    device = _device(cfg.device)
+    upstream = build_upstream(cfg.upstream).to(device).eval().requires_grad_(False)
+    splits = _load_splits(cfg)
+    task = task_cls(cfg, Path(cfg.data))
+    task.prepare(splits)
+    if cfg.featurizer.layer is None:
+        layer_ids = list(range(upstream.num_layers))
+    else:
+        layer_ids = [resolve_layer(cfg.featurizer.layer, upstream.num_layers)]
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    cache_seconds = 0.0
+    cache_info: dict[str, Any] = {"enabled": cfg.cache.enabled}
+    sources = {}
+    for role in ROLES:
+        cached = None
+        if cfg.cache.enabled:
+            t0 = time.perf_counter()
+            cached, info = _open_cache(cfg, upstream, splits[role], layer_ids, device, progress)
+            cache_seconds += time.perf_counter() - t0
+            cache_info[role] = info
+        sources[role] = FeatureSource(splits[role], upstream=upstream, layer_ids=layer_ids, cached=cached, cfg=cfg, device=device)
+    cache_info["seconds"] = round(cache_seconds, 2)
+    try:
+        return _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits, run_dir, device,
+                                cache_info, started, key, progress)
+    finally:
+        for source in sources.values():
+            if source.cached is not None:
+                source.cached.close()  # releases the entry's lock (evictable again)
+
+
+def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits, run_dir, device, cache_info,
+                     started, key, progress) -> dict[str, Any]:
+    cache_seconds = cache_info["seconds"]
+
+    torch.manual_seed(cfg.seed)
+    featurizer = Featurizer(len(layer_ids), normalize=cfg.featurizer.normalize_layers).to(device)
+    probe = build_probe(
+        probe_name, needs=task.needs, in_dim=upstream.feature_dim, num_outputs=task.num_outputs, cfg=cfg.probe_cfg
+    ).to(device)
+    trainable = list(featurizer.parameters()) + list(probe.parameters())
+    lr = cfg.train.lr or task.default_lr
+    max_epochs = cfg.train.max_epochs or task.default_epochs
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=cfg.train.weight_decay)
+    batches_per_epoch = len(DurationBucketSampler(splits["train"], batch_seconds=cfg.train.batch_seconds, seed=cfg.seed))
+    total_updates = max_epochs * batches_per_epoch
+    warmup = min(cfg.train.warmup_updates, max(total_updates // 10, 1))
+
+    def lr_factor(update: int) -> float:
+        if update < warmup:
+            return (update + 1) / warmup
+        progress_ = (update - warmup) / max(total_updates - warmup, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress_, 1.0)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
+    def probe_batches(role: str, *, shuffle: bool, epoch: int = 0) -> Iterator[ProbeBatch]:
+        for batch in sources[role].batches(shuffle=shuffle, epoch=epoch):
+            yield ProbeBatch(featurizer(batch.layers), batch.lengths, batch.cut_ids, batch.supervisions)
+
+    def evaluate(role: str, final: bool) -> dict[str, Any]:
+        featurizer.eval()
+        probe.eval()
+        with torch.no_grad():
+            return task.evaluate(probe, probe_batches(role, shuffle=False), final=final)
+
+    log_path = run_dir / "metrics.jsonl"
+    log_path.write_text("")
+    best_value: float | None = None
+    best_state = None
+    best_epoch = 0
+    stale = 0
+    updates = 0
+    skipped = 0
+    train_seconds = 0.0
+    history = []
+    for epoch in range(max_epochs):
+        featurizer.train()
+        probe.train()
+        t0 = time.perf_counter()
+        losses = []
+        iterator = probe_batches("train", shuffle=True, epoch=epoch)
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, total=batches_per_epoch, desc=f"{cfg.task} epoch {epoch + 1}/{max_epochs}", leave=False)
+        for batch in iterator:
+            loss = task.loss(probe, batch)
+            if not torch.isfinite(loss):
+                # A bad batch must not poison the probe; too many means a broken setup.
+                skipped += 1
+                optimizer.zero_grad(set_to_none=True)
+                if skipped > max(10, batches_per_epoch // 2):
+                    raise SpeechSSLError(f"{skipped} batches gave a non-finite loss; the probe or its features are broken")
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.train.clip_norm)
+            optimizer.step()
+            scheduler.step()
+            updates += 1
+            losses.append(float(loss.detach()))
+        epoch_train = time.perf_counter() - t0
+        train_seconds += epoch_train
+        dev = evaluate("dev", final=False)
+        value = float(dev[task.primary_metric])
+        improved = task.is_better(value, best_value)
+        if improved:
+            best_value, best_epoch, stale = value, epoch + 1, 0
+            best_state = {"probe": copy.deepcopy(probe.state_dict()), "featurizer": copy.deepcopy(featurizer.state_dict())}
+        else:
+            stale += 1
+        record = {
+            "epoch": epoch + 1,
+            "updates": updates,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            f"dev_{task.primary_metric}": value,
+            "lr": scheduler.get_last_lr()[0],
+            "epoch_seconds": round(epoch_train, 3),
+        }
+        history.append(record)
+        with open(log_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if progress:
+            print(
+                f"  epoch {epoch + 1}: loss {record['train_loss']:.3f}  dev {task.primary_metric} {value:.4f}"
+                f"{'  *' if improved else ''}  ({epoch_train:.1f}s)",
+                flush=True,
+            )
+        if stale >= cfg.train.patience:
+            break
+
+    assert best_state is not None
+    probe.load_state_dict(best_state["probe"])
+    featurizer.load_state_dict(best_state["featurizer"])
+    torch.save(
+        {"format": RESULT_FORMAT, "config": to_dict(cfg), "probe": best_state["probe"],
+         "featurizer": best_state["featurizer"], "labels": task.label_state()},
+        run_dir / "best.pt",
+    )
+    t0 = time.perf_counter()
+    test = evaluate("test", final=True)
+    test_seconds = time.perf_counter() - t0
+
+    result = {
+        "format": RESULT_FORMAT,
+        "upstream": cfg.upstream,
+        "task": cfg.task,
+        "probe": probe_name,
+        "seed": cfg.seed,
+        "config_hash": key,
+        "metrics": test,
+        "primary_metric": task.primary_metric,
+        "higher_is_better": task.higher_is_better,
+        "dev": {"best": best_value, "best_epoch": best_epoch, "epochs_run": len(history)},
+        "layer_weights": featurizer.layer_weights(),
+        "layers_used": layer_ids,
+        "upstream_meta": upstream.metadata(),
+        "probe_params": sum(p.numel() for p in probe.parameters()) + sum(p.numel() for p in featurizer.parameters()),
+        "updates": updates,
+        "skipped_batches": skipped,
+        "hours": {role: round(_hours(splits[role]), 4) for role in ROLES},
+        "utterances": {role: len(splits[role]) for role in ROLES},
+        "wall_seconds": {
+            "total": round(time.perf_counter() - started, 2),
+            "features": cache_seconds,
+            "train": round(train_seconds, 2),
+            "test": round(test_seconds, 2),
+        },
+        "cache": cache_info,
+        "device": str(device),
+        "history": history,
+        "labels": task.label_state(),
+        "config": to_dict(cfg),
+    }
+    _write_json_atomic(result, run_dir / "result.json")
+    return result
+
+
+def _open_cache(cfg: BenchConfig, upstream, cuts: list, layer_ids: list[int], device, progress: bool):
+    from speechssl.downstream.cache import FeatureCache, cache_key, split_fingerprint
+
+    cache = FeatureCache(Path(cfg.cache.dir), max_bytes=int(cfg.cache.max_gb * 1e9), verify=cfg.cache.verify)
+    preprocessing = {"sample_rate": upstream.sample_rate}
+    key = cache_key(upstream.fingerprint(), split_fingerprint(cuts), layer_ids, preprocessing)
+    cached = cache.get_or_build(
+        key, cuts, upstream, layers=layer_ids, device=device, progress=progress,
+        num_workers=cfg.train.num_workers, key_inputs={"upstream": cfg.upstream, "layers": layer_ids, **preprocessing},
+    )
+    return cached, {"key": key, "bytes": cached.bytes, "disk_usage": cache.disk_usage()}
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """A few human lines about a finished (or reused) run."""
+    metrics = result["metrics"]
+    shown = ", ".join(
+        f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and not k.startswith("chance")
+    )
+    weights = result.get("layer_weights") or []
+    top = max(range(len(weights)), key=weights.__getitem__) if len(weights) > 1 else None
+    lines = [
+        f"{result['upstream']} / {result['task']} / {result['probe']}: {shown}"
+        + (" (reused)" if result.get("reused") else ""),
+        f"  dev best {result['primary_metric']} {result['dev']['best']:.4f} at epoch {result['dev']['best_epoch']}"
+        f" of {result['dev']['epochs_run']}; {result['updates']} updates; {result['wall_seconds']['total']:.0f} s",
+    ]
+    if top is not None:
+        lines.append(f"  heaviest layer {result['layers_used'][top]} (weight {weights[top]:.3f} of {len(weights)})")
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""What a downstream task declares: its labels, loss, metrics and the probe input it needs.
+
+The runner (:mod:`speechssl.downstream.runner`) owns everything else -- features, batching,
+optimisation, early stopping -- so a task is a small class and adding one never copies a
+training loop (s3prl's copy-pasted task folders are what we avoid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from torch import Tensor, nn
+
+from speechssl.downstream.config import BenchConfig
+from speechssl.errors import ConfigError
+
+
+@dataclass
+class ProbeBatch:
+    """Featurized inputs of one batch plus what is needed to label it."""
+
+    features: Tensor  # [B, T, D]
+    lengths: Tensor  # [B]
+    cut_ids: list[str]
+    supervisions: list[dict[str, Any]]
+
+
+class Task:
+    name: str = ""
+    needs: str = "utterance"
+    """Probe output kind the task consumes: frames | utterance | embedding."""
+    default_probe: str = ""
+    primary_metric: str = ""
+    """Dev metric used for early stopping and the best checkpoint."""
+    higher_is_better: bool = True
+    default_lr: float = 1e-3
+    default_epochs: int = 10
+
+    def __init__(self, cfg: BenchConfig, data_dir: Path) -> None:
+        self.cfg = cfg
+        self.data_dir = data_dir
+
+    # ------------------------------------------------------------ data
+    def prepare(self, splits: dict[str, list]) -> None:
+        """Check the splits carry the labels the task needs and build label maps from train."""
+        raise NotImplementedError
+
+    @property
+    def num_outputs(self) -> int:
+        raise NotImplementedError
+
+    def label_state(self) -> dict[str, Any]:
+        """The label maps, saved with the probe and the result."""
+        return {}
+
+    # ------------------------------------------------------------ training
+    def loss(self, probe: nn.Module, batch: ProbeBatch) -> Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, probe: nn.Module, batches: Iterable[ProbeBatch], *, final: bool) -> dict[str, Any]:
+        """Metrics over a whole split (``final`` = the test pass, where slow decoders run)."""
+        raise NotImplementedError
+
+    def is_better(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if self.higher_is_better else value < best
+
+
+def require_label(splits: dict[str, list], task: str, label: str, getter) -> None:
+    """Refuse data whose cuts lack ``label``, naming the split and an example cut."""
+    for split, cuts in splits.items():
+        for cut in cuts:
+            sups = cut.supervisions
+            if not sups or getter(sups[0]) in (None, ""):
+                raise ConfigError(
+                    f"task {task} needs a {label} label on every utterance, but cut {cut.id!r} "
+                    f"in split {split!r} has none; choose data that carries {label}s or another task"
+                )
+
+
+def label_values(cuts: Iterable, getter) -> Iterator[str]:
+    for cut in cuts:
+        yield str(getter(cut.supervisions[0]))
