@@ -11,11 +11,17 @@ TINY_PRETRAIN = [
     "pretrain.valid_every=0", "pretrain.tensorboard=false",
 ]
 
+# ... and its benchmark stage to one cheap task for the baseline and the pretrained encoder.
+TINY_BENCH = [
+    "bench.upstreams=[mfcc,pretrained]", "bench.runs=[lid:mean_linear]", "bench.settings.train.max_epochs=1",
+    "bench.settings.train.batch_seconds=20", "bench.settings.train.num_workers=0",
+]
+
 
 def test_demo_runs_then_reuses(tmp_path, capsys):
     argv = ["demo", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "corpus"),
             "corpus.hours=0.03", "corpus.languages=[en,fr]", "corpus.speakers=10", "corpus.trials=40",
-            "batch_seconds=20", *TINY_PRETRAIN]
+            "batch_seconds=20", *TINY_PRETRAIN, *TINY_BENCH]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "demo finished" in out and "reused" not in out
@@ -24,9 +30,14 @@ def test_demo_runs_then_reuses(tmp_path, capsys):
     assert all(s["bad"] == [] and s["cuts"] > 0 for s in check["splits"].values())
     assert (tmp_path / "run" / "config.yaml").is_file()
 
+    table = (tmp_path / "run" / "bench" / "summary.md").read_text()
+    assert "| mfcc |" in table and "| pretrained |" in table and "lid mean_linear accuracy" in table
+    result = json.loads((tmp_path / "run" / "bench" / "pretrained" / "lid-mean_linear" / "result.json").read_text())
+    assert result["upstream"].startswith("ckpt:") and len(result["layer_weights"]) == 2
+
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert out.count("reused") == 3
+    assert out.split("demo finished")[1].count(" reused ") == 4
     assert (tmp_path / "run" / "pretrain" / "checkpoints" / "step_00000002.pt").is_file()
 
     # A different corpus config on the same directory is refused, not silently mixed.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from speechssl.config import config_hash, param, save_config
 from speechssl.data.synth import SynthConfig
+from speechssl.downstream.config import BenchConfig
 from speechssl.pretrain.config import PretrainConfig
 
 
@@ -25,11 +26,34 @@ def _demo_pretrain() -> PretrainConfig:
     return cfg
 
 
+def _demo_bench() -> BenchConfig:
+    # Small probes and few epochs: the demo shows the pipeline in minutes, not the best scores.
+    cfg = BenchConfig()
+    cfg.train.max_epochs = 3
+    cfg.probe_cfg.hidden = 64
+    cfg.probe_cfg.embed_dim = 64
+    return cfg
+
+
+@dataclass
+class DemoBenchConfig:
+    upstreams: list[str] = param(
+        default_factory=lambda: ["mfcc", "ge2e", "pretrained"],
+        help="upstreams to compare; 'pretrained' = the checkpoint of the pretrain stage",
+    )
+    runs: list[str] = param(
+        default_factory=lambda: ["lid:mean_linear", "lid:xvector", "asv:xvector", "asr:bilstm_ctc"],
+        help="task:probe pairs run for every upstream",
+    )
+    settings: BenchConfig = field(default_factory=_demo_bench)
+
+
 @dataclass
 class DemoConfig:
     corpus: SynthConfig = field(default_factory=SynthConfig)
     batch_seconds: float = param(60.0, gt=0, help="seconds of audio per batch in the data check")
     pretrain: PretrainConfig = field(default_factory=_demo_pretrain)
+    bench: DemoBenchConfig = field(default_factory=DemoBenchConfig)
 
 
 @dataclass
@@ -47,6 +71,7 @@ def run_demo(cfg: DemoConfig, *, out_dir: Path, data_dir: Path, workers: int = 2
         _stage_corpus(cfg, data_dir, workers),
         _stage_data_check(cfg, data_dir, out_dir),
         _stage_pretrain(cfg, data_dir, out_dir),
+        _stage_bench(cfg, data_dir, out_dir),
     ]
     print()
     print("demo finished; outputs:")
@@ -59,7 +84,7 @@ def run_demo(cfg: DemoConfig, *, out_dir: Path, data_dir: Path, workers: int = 2
 def _stage_corpus(cfg: DemoConfig, data_dir: Path, workers: int) -> StageResult:
     from speechssl.data.synth import format_summary, synthesize_corpus
 
-    _banner("1/3 corpus: synthetic multilingual speech (eSpeak NG)")
+    _banner("1/4 corpus: synthetic multilingual speech (eSpeak NG)")
     start = time.perf_counter()
     existed = (data_dir / "corpus.json").is_file()
     info = synthesize_corpus(cfg.corpus, data_dir, workers=workers)
@@ -70,7 +95,7 @@ def _stage_corpus(cfg: DemoConfig, data_dir: Path, workers: int) -> StageResult:
 def _stage_data_check(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
     from speechssl.data.check import check_corpus
 
-    _banner("2/3 data check: manifests, audio decoding, duration-bucketed batches")
+    _banner("2/4 data check: manifests, audio decoding, duration-bucketed batches")
     start = time.perf_counter()
     output = out_dir / "data_check.json"
     key = {"corpus": config_hash(cfg.corpus), "batch_seconds": cfg.batch_seconds}
@@ -91,7 +116,7 @@ def _stage_pretrain(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResu
     from speechssl.pretrain import pretrain, read_metrics
     from speechssl.pretrain.checkpoint import step_checkpoints
 
-    _banner("3/3 pretrain: tiny wav2vec 2.0 on the synthetic corpus")
+    _banner("3/4 pretrain: tiny wav2vec 2.0 on the synthetic corpus")
     start = time.perf_counter()
     run_dir = out_dir / "pretrain"
     train_cfg = replace(cfg.pretrain, data=replace(cfg.pretrain.data, dir=str(data_dir)))
@@ -108,6 +133,57 @@ def _stage_pretrain(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResu
         )
     status = "reused" if finished else "ran"
     return StageResult("pretrain", status, time.perf_counter() - start, result.last_checkpoint or run_dir)
+
+
+def _stage_bench(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
+    from dataclasses import replace
+
+    from speechssl.downstream.runner import format_result, run_bench
+    from speechssl.errors import ConfigError
+
+    _banner("4/4 benchmark: the pretrained encoder against baselines (frozen, cached features)")
+    start = time.perf_counter()
+    bench_dir = out_dir / "bench"
+    checkpoint = out_dir / "pretrain"
+    rows = []
+    statuses = set()
+    for upstream in cfg.bench.upstreams:
+        spec = f"ckpt:{checkpoint}" if upstream == "pretrained" else upstream
+        for run in cfg.bench.runs:
+            task, _, probe = run.partition(":")
+            if not probe:
+                raise ConfigError(f"bench.runs: expected task:probe, got {run!r}")
+            bench_cfg = replace(cfg.bench.settings, upstream=spec, task=task, probe=probe, data=str(data_dir),
+                                cache=replace(cfg.bench.settings.cache, dir=str(out_dir / "feature_cache")))
+            name = f"{upstream}/{task}-{probe}"
+            print(f"-- {name}", flush=True)
+            result = run_bench(bench_cfg, bench_dir / upstream / f"{task}-{probe}", progress=False)
+            statuses.add("reused" if result.get("reused") else "ran")
+            print(format_result(result), flush=True)
+            rows.append((upstream, task, probe, result))
+    summary = bench_dir / "summary.md"
+    summary.write_text(_bench_table(rows))
+    print()
+    print(summary.read_text())
+    status = "ran" if "ran" in statuses else "reused"
+    return StageResult("benchmark", status, time.perf_counter() - start, summary)
+
+
+def _bench_table(rows: list) -> str:
+    """Markdown table of test metrics: one row per upstream, one column per task/probe."""
+    columns = []
+    for _, task, probe, result in rows:
+        column = (task, probe, result["primary_metric"], result["higher_is_better"])
+        if column not in columns:
+            columns.append(column)
+    upstreams = list(dict.fromkeys(r[0] for r in rows))
+    value = {(u, t, p): r["metrics"][r["primary_metric"]] for u, t, p, r in rows}
+    header = "| upstream | " + " | ".join(f"{t} {p} {m} {'↑' if hi else '↓'}" for t, p, m, hi in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
+    for upstream in upstreams:
+        cells = [f"{value[(upstream, t, p)]:.3f}" if (upstream, t, p) in value else "" for t, p, _, _ in columns]
+        lines.append(f"| {upstream} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _banner(text: str) -> None:

@@ -294,12 +294,12 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
         history.append(record)
         with open(log_path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
-        if progress:
-            print(
-                f"  epoch {epoch + 1}: loss {record['train_loss']:.3f}  dev {task.primary_metric} {value:.4f}"
-                f"{'  *' if improved else ''}  ({epoch_train:.1f}s)",
-                flush=True,
-            )
+        # One line per epoch even without progress bars: the run's heartbeat in logs.
+        print(
+            f"  epoch {epoch + 1}: loss {record['train_loss']:.3f}  dev {task.primary_metric} {value:.4f}"
+            f"{'  *' if improved else ''}  ({epoch_train:.1f}s)",
+            flush=True,
+        )
         if stale >= cfg.train.patience:
             break
 
