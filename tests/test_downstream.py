@@ -130,6 +130,17 @@ def test_read_trials_rejects_bad_files(tmp_path):
         read_trials(bad)
 
 
+def test_subset_hours_is_fixed_and_keeps_order():
+    from speechssl.downstream.runner import subset_hours
+
+    cuts = [SimpleNamespace(id=f"utt{i}", duration=10.0) for i in range(100)]
+    chosen = subset_hours(cuts, 0.1)  # 360 s = 36 cuts of 10 s
+    assert len(chosen) == 36
+    assert chosen == subset_hours(list(reversed(cuts)), 0.1)[::-1]  # independent of input order
+    assert [c.id for c in chosen] == sorted((c.id for c in chosen), key=lambda i: int(i[3:]))
+    assert subset_hours(cuts, 10.0) == cuts
+
+
 # ---------------------------------------------------------------- config
 
 

@@ -29,6 +29,7 @@ def _demo_pretrain() -> PretrainConfig:
 def _demo_bench() -> BenchConfig:
     # Small probes and few epochs: the demo shows the pipeline in minutes, not the best scores.
     cfg = BenchConfig()
+    cfg.train_hours = 0.5
     cfg.train.max_epochs = 3
     cfg.probe_cfg.hidden = 64
     cfg.probe_cfg.embed_dim = 64

@@ -70,6 +70,7 @@ from torch.utils.data import DataLoader
 
 from speechssl.data.collate import CutAudioDataset
 from speechssl.errors import ConfigError, SpeechSSLError
+from speechssl.fsutil import fsync_dir
 from speechssl.upstream.base import Upstream, valid_mask
 
 log = logging.getLogger(__name__)
@@ -562,7 +563,7 @@ class FeatureCache:
             marker = {"key": key, "index_crc32": zlib.crc32(index_bytes)}
             _write_file(tmp / _COMPLETE, json.dumps(marker).encode())
             _touch(tmp / _LAST_USED)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             self._install(tmp, key)
         finally:
             if tmp.exists():
@@ -627,7 +628,7 @@ class FeatureCache:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
             else:
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
                 return
             # Only reachable when flock did not exclude another builder (e.g. some network filesystems).
             try:
@@ -1119,17 +1120,6 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -67,6 +67,9 @@ class BenchConfig:
     train_split: str = param("train")
     dev_split: str = param("dev")
     test_split: str = param("test")
+    train_hours: float | None = param(
+        None, help="train on a fixed random subset of about this many hours (null = the whole train split)"
+    )
     seed: int = param(0, min=0)
     device: Literal["auto", "cpu", "cuda"] = param("auto")
     featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
@@ -80,5 +83,7 @@ class BenchConfig:
             raise ConfigError("upstream: must name an upstream (e.g. mfcc, hf:<dir>, ckpt:<path>)")
         if self.train.max_epochs is not None and self.train.max_epochs < 1:
             raise ConfigError(f"train.max_epochs: must be >= 1 or null, got {self.train.max_epochs}")
+        if self.train_hours is not None and not self.train_hours > 0:
+            raise ConfigError(f"train_hours: must be > 0 or null, got {self.train_hours}")
         if self.train.lr is not None and not self.train.lr > 0:
             raise ConfigError(f"train.lr: must be > 0 or null, got {self.train.lr}")

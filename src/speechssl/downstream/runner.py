@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import re
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +31,7 @@ from speechssl.downstream.featurizer import Featurizer, resolve_layer
 from speechssl.downstream.probes import COMPATIBLE, PROBES, build_probe
 from speechssl.downstream.tasks import ProbeBatch, Task, task_class
 from speechssl.errors import ConfigError, SpeechSSLError
+from speechssl.fsutil import write_text_atomic
 
 RESULT_FORMAT = "speechssl.bench/1"
 ROLES = ("train", "dev", "test")
@@ -126,12 +127,6 @@ def _hours(cuts: list) -> float:
     return sum(float(c.duration) for c in cuts) / 3600.0
 
 
-def _write_json_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def _check_probe(cfg: BenchConfig, task: type[Task]) -> str:
     """The probe's name, refused before any work if unknown or unfit for the task."""
     name = cfg.probe or task.default_probe
@@ -150,7 +145,23 @@ def _load_splits(cfg: BenchConfig) -> dict[str, list]:
         hint = " (make it with: speechssl corpus synth)" if cfg.data == "data/synth" else ""
         raise ConfigError(f"data directory {data_dir} does not exist{hint}")
     names = {"train": cfg.train_split, "dev": cfg.dev_split, "test": cfg.test_split}
-    return {role: list(load_cuts(data_dir, split)) for role, split in names.items()}
+    splits = {role: list(load_cuts(data_dir, split)) for role, split in names.items()}
+    if cfg.train_hours is not None:
+        splits["train"] = subset_hours(splits["train"], cfg.train_hours)
+    return splits
+
+
+def subset_hours(cuts: list, hours: float) -> list:
+    """A fixed pseudo-random subset of about ``hours`` (the same for every seed and upstream,
+    so runs stay comparable and share one feature-cache entry); manifest order is kept."""
+    ranked = sorted(cuts, key=lambda c: zlib.crc32(c.id.encode()))
+    chosen, total = set(), 0.0
+    for cut in ranked:
+        if total >= hours * 3600.0:
+            break
+        chosen.add(cut.id)
+        total += float(cut.duration)
+    return [c for c in cuts if c.id in chosen]
 
 
 def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -346,7 +357,7 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
         "labels": task.label_state(),
         "config": to_dict(cfg),
     }
-    _write_json_atomic(result, run_dir / "result.json")
+    write_text_atomic(run_dir / "result.json", json.dumps(result, indent=2, default=str) + "\n")
     return result
 
 
@@ -367,7 +378,8 @@ def format_result(result: dict[str, Any]) -> str:
     """A few human lines about a finished (or reused) run."""
     metrics = result["metrics"]
     shown = ", ".join(
-        f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and not k.startswith("chance")
+        f"{k} {v:.4f}" for k, v in metrics.items()
+        if isinstance(v, float) and not k.startswith("chance") and k != "p_target"
     )
     weights = result.get("layer_weights") or []
     top = max(range(len(weights)), key=weights.__getitem__) if len(weights) > 1 else None
@@ -377,6 +389,11 @@ def format_result(result: dict[str, Any]) -> str:
         f"  dev best {result['primary_metric']} {result['dev']['best']:.4f} at epoch {result['dev']['best_epoch']}"
         f" of {result['dev']['epochs_run']}; {result['updates']} updates; {result['wall_seconds']['total']:.0f} s",
     ]
+    cache = result.get("cache") or {}
+    if cache.get("enabled"):
+        entry_bytes = sum(cache[role]["bytes"] for role in ROLES if role in cache)
+        total = max((cache[role].get("disk_usage", 0) for role in ROLES if role in cache), default=0)
+        lines.append(f"  cached features {entry_bytes / 1e6:.0f} MB (cache directory {total / 1e9:.2f} GB)")
     if top is not None:
         lines.append(f"  heaviest layer {result['layers_used'][top]} (weight {weights[top]:.3f} of {len(weights)})")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from speechssl.errors import SpeechSSLError
+from speechssl.fsutil import fsync_dir
 
 FORMAT = "speechssl.pretrain/1"
 _STEP_FILE = re.compile(r"^step_(\d{8,})\.pt$")
@@ -34,7 +35,7 @@ def save_atomic(obj: dict[str, Any], path: Path) -> Path:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -89,18 +90,6 @@ def remove_stale_temp_files(directory: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not supported everywhere (e.g. Windows).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_pretraining_model(path: str | Path):  # -> tuple[Wav2Vec2Pretraining, PretrainConfig]
