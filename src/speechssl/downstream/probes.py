@@ -148,12 +148,17 @@ PROBES: dict[str, ProbeSpec] = {
 COMPATIBLE = {"frames": {"frames"}, "utterance": {"utterance", "embedding"}, "embedding": {"embedding"}}
 
 
-def build_probe(name: str, *, needs: str, in_dim: int, num_outputs: int, cfg: ProbeConfig) -> nn.Module:
-    """Build probe ``name`` for a task whose input kind is ``needs``; refuse incompatible pairs."""
+def check_probe(name: str, needs: str) -> ProbeSpec:
+    """The spec of probe ``name``, refused if unknown or unfit for a task whose input kind is ``needs``."""
     if name not in PROBES:
         raise ConfigError(f"unknown probe {name!r}; known: {', '.join(sorted(PROBES))}")
     spec = PROBES[name]
     if spec.output_kind not in COMPATIBLE[needs]:
         fitting = sorted(n for n, s in PROBES.items() if s.output_kind in COMPATIBLE[needs])
         raise ConfigError(f"probe {name!r} gives {spec.output_kind} outputs; this task needs {needs}: use one of {', '.join(fitting)}")
-    return spec.build(in_dim, num_outputs, cfg)
+    return spec
+
+
+def build_probe(name: str, *, needs: str, in_dim: int, num_outputs: int, cfg: ProbeConfig) -> nn.Module:
+    """Build probe ``name`` for a task whose input kind is ``needs``; refuse incompatible pairs."""
+    return check_probe(name, needs).build(in_dim, num_outputs, cfg)

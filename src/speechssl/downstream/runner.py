@@ -28,7 +28,7 @@ from speechssl.data.manifests import load_cuts
 from speechssl.data.sampler import DurationBucketSampler
 from speechssl.downstream.config import BenchConfig
 from speechssl.downstream.featurizer import Featurizer, resolve_layer
-from speechssl.downstream.probes import COMPATIBLE, PROBES, build_probe
+from speechssl.downstream.probes import build_probe, check_probe
 from speechssl.downstream.tasks import ProbeBatch, Task, task_class
 from speechssl.errors import ConfigError, SpeechSSLError
 from speechssl.fsutil import write_text_atomic
@@ -130,12 +130,10 @@ def _hours(cuts: list) -> float:
 def _check_probe(cfg: BenchConfig, task: type[Task]) -> str:
     """The probe's name, refused before any work if unknown or unfit for the task."""
     name = cfg.probe or task.default_probe
-    if name not in PROBES:
-        raise ConfigError(f"unknown probe {name!r}; known: {', '.join(sorted(PROBES))}")
-    if PROBES[name].output_kind not in COMPATIBLE[task.needs]:
-        fitting = sorted(n for n, s in PROBES.items() if s.output_kind in COMPATIBLE[task.needs])
-        raise ConfigError(f"probe {name!r} does not fit task {task.name} (it needs {task.needs} outputs); "
-                          f"use one of {', '.join(fitting)}")
+    try:
+        check_probe(name, task.needs)
+    except ConfigError as exc:
+        raise ConfigError(f"task {task.name}: {exc} (does not fit task {task.name})") from None
     return name
 
 
