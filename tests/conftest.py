@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny synthetic corpus, generated once per test session."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,12 @@ from speechssl.data.synth import SynthConfig, synthesize_corpus
 # All 8 languages and every split with >= 2 utterances each, 4 test speakers for
 # ASV trials, and only ~80 utterances so that it synthesises in a few seconds.
 TINY_CORPUS = SynthConfig(hours=0.05, speakers=12, trials=200)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Commands under test record runs in the default result store; keep that out of
+    # the checkout's runs/results.db. Tests that care pass --store explicitly.
+    os.environ["SPEECHSSL_STORE"] = str(Path(tempfile.mkdtemp(prefix="speechssl-store-")) / "results.db")
 
 
 @pytest.fixture(scope="session")

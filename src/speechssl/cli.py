@@ -117,6 +117,106 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = load_config(BenchConfig, args.config, overrides)
     result = run_bench(cfg, args.out, fresh=args.fresh, progress=not args.no_progress)
     print(format_result(result))
+    if args.store is not None:
+        from speechssl.benchmark.store import ResultStore
+
+        with ResultStore(args.store) as store:
+            run_id = store.add_result(result)
+        print(f"stored as {run_id} in {args.store}")
+    return 0
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    from speechssl.benchmark.store import ResultStore
+
+    with ResultStore(args.store) as store:
+        if args.results_verb == "import":
+            for path in args.files:
+                counts = store.import_file(path)
+                print(f"{path}: {counts['runs']} run(s), {counts['scores']} score(s) into {args.store}")
+        elif args.results_verb == "export":
+            n = store.export_file(args.file, **_filters(args))
+            print(f"wrote {n} score row(s) to {args.file}")
+        else:
+            runs = store.runs(**_filters(args, status=args.status))
+            print(_runs_table(runs, store))
+    return 0
+
+
+def _filters(args: argparse.Namespace, **more: object) -> dict[str, object]:
+    found = {k: getattr(args, k, None) for k in ("task", "upstream", "probe")}
+    found.update(more)
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _runs_table(runs: list[dict], store) -> str:
+    if not runs:
+        return f"no runs in {store.path}"
+    lines = [f"{'run_id':<18} {'status':<9} {'task':<6} {'probe':<12} {'seed':>4}  {'upstream':<28} primary"]
+    for r in runs:
+        primary = ""
+        if r["status"] == "finished" and r["primary_metric"]:
+            found = [s for s in store.scores(run_id=r["run_id"], metric=r["primary_metric"], language="")]
+            primary = f"{r['primary_metric']} {found[0]['value']:.4f}" if found else ""
+        elif r["status"] == "failed":
+            primary = (r["error"] or "").strip().splitlines()[-1][:60] if r["error"] else "failed"
+        seed = "" if r["seed"] is None else r["seed"]
+        lines.append(f"{r['run_id']:<18} {r['status']:<9} {r['task']:<6} {r['probe']:<12} {seed:>4}  "
+                     f"{r['upstream'][:28]:<28} {primary}")
+    counts = store.count()
+    lines.append(", ".join(f"{counts[k]} {k}" for k in ("finished", "failed", "pending", "running") if counts[k]))
+    return "\n".join(lines)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from speechssl.benchmark.sweep import SweepConfig, plan_sweep, run_sweep
+    from speechssl.config import load_config
+
+    overrides = list(args.overrides)
+    for key, value in (("slurm.partition", args.partition), ("slurm.time_min", args.time_min),
+                       ("slurm.gpus", args.gpus), ("store", args.store)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    cfg = load_config(SweepConfig, args.spec, overrides)
+    name = args.spec.stem
+    if args.dry_run:
+        cells = plan_sweep(cfg, name=name)
+        for cell in cells:
+            print(f"{cell.key}  {cell.label}  -> {cell.run_dir}")
+        print(f"{len(cells)} cells")
+        return 0
+    report = run_sweep(cfg, name=name, executor=args.executor, workers=args.workers, retry_failed=args.retry_failed)
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from speechssl.benchmark import stats
+    from speechssl.benchmark.store import ResultStore
+
+    with ResultStore(args.store) as store:
+        rows = store.scores(**_filters(args))
+    if args.stats_verb == "robustness":
+        print(stats.format_robustness(stats.robustness(rows, metric=args.metric, n_boot=args.boot), args.format))
+    elif args.stats_verb == "leaderboard":
+        print(stats.format_leaderboard(stats.leaderboard(rows, metric=args.metric), args.format))
+    elif args.stats_verb == "multilingual":
+        print(stats.format_multilingual(stats.multilingual(rows, metric=args.metric or "cer", worst_n=args.worst),
+                                        args.format))
+    else:
+        print(stats.format_normalised(stats.normalised_score(rows, baseline=args.baseline), args.format))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from speechssl.benchmark.report import write_report
+    from speechssl.benchmark.store import ResultStore
+
+    with ResultStore(args.store) as store:
+        rows, runs = store.scores(), store.runs()
+    paths = write_report(args.out, rows, runs, pretrain_dirs=args.pretrain, title=args.title)
+    for kind, path in paths.items():
+        print(f"{kind:<5} {path}")
     return 0
 
 
@@ -127,6 +227,19 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS keeps a subcommand's default from clobbering a --debug given before the verb.
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show full tracebacks on errors")
+
+
+def _add_store(parser: argparse.ArgumentParser) -> None:
+    from speechssl.benchmark.store import default_store  # sqlite only: cheap
+
+    parser.add_argument("--store", type=Path, default=default_store(),
+                        help=f"result store (default {default_store()}; $SPEECHSSL_STORE sets it)")
+
+
+def _add_row_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", default=None, help="only this task")
+    parser.add_argument("--upstream", default=None, help="only this upstream")
+    parser.add_argument("--probe", default=None, help="only this probe")
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -160,7 +273,11 @@ def _config_classes() -> dict[str, Callable[[], type]]:
         from speechssl.downstream.config import BenchConfig
         return BenchConfig
 
-    return {"bench": bench, "corpus-synth": synth, "demo": demo, "pretrain": pretrain}
+    def sweep() -> type:
+        from speechssl.benchmark.sweep import SweepConfig
+        return SweepConfig
+
+    return {"bench": bench, "corpus-synth": synth, "demo": demo, "pretrain": pretrain, "sweep": sweep}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,8 +377,84 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=None, help="run directory (default runs/bench/<upstream>/<task>-...)")
     bench.add_argument("--fresh", action="store_true", help="retrain even if the run directory has this result")
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_store(bench)
+    bench.add_argument("--no-store", dest="store", action="store_const", const=None, help="do not record the run")
     _add_overrides(bench)
     bench.set_defaults(handler=_cmd_bench)
+
+    results = verbs.add_parser(
+        "results", help="the result store: import, export and list runs",
+        description="Every bench and sweep run is recorded in a SQLite result store. Results of papers "
+                    "or other toolkits come in as a long CSV (required columns upstream,task,probe,metric,"
+                    "value; optional seed,language,dataset,regime,split,params,higher_is_better,...), JSONL "
+                    "with the same keys, or a bench result.json. See docs/results.md.")
+    _add_common(results)
+    results_verbs = results.add_subparsers(dest="results_verb", metavar="ACTION", required=True)
+    r_import = results_verbs.add_parser("import", help="import CSV/TSV/JSONL rows or bench result.json files")
+    r_import.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    r_export = results_verbs.add_parser("export", help="write the scores as long CSV or JSONL (by suffix)")
+    r_export.add_argument("file", type=Path, metavar="FILE")
+    r_list = results_verbs.add_parser("list", help="list runs with status and primary score")
+    r_list.add_argument("--status", choices=["pending", "running", "finished", "failed"], default=None)
+    for sub in (r_import, r_export, r_list):
+        _add_common(sub)
+        _add_store(sub)
+        if sub is not r_import:
+            _add_row_filters(sub)
+    results.set_defaults(handler=_cmd_results)
+
+    sweep = verbs.add_parser(
+        "sweep", help="run a grid of bench runs; resumable, records every cell in the store",
+        description="Run upstreams x task:probe pairs x seeds x grid axes from a YAML spec (see "
+                    "configs/sweeps/ and docs/results.md). Cells already finished in the store are "
+                    "skipped, so rerunning after a crash or kill resumes; failed cells are rerun with "
+                    "--retry-failed.")
+    _add_common(sweep)
+    sweep.add_argument("spec", type=Path, metavar="SPEC.yaml")
+    sweep.add_argument("--workers", type=int, default=1, help="parallel cells with the local executor (default 1)")
+    sweep.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
+                       help="local process pool, SLURM through submitit, or submitit's local executor")
+    sweep.add_argument("--retry-failed", action="store_true", help="rerun cells that failed before")
+    sweep.add_argument("--dry-run", action="store_true", help="print the cells and exit")
+    sweep.add_argument("--partition", default=None, help="SLURM partition (slurm.partition)")
+    sweep.add_argument("--time-min", type=int, default=None, help="SLURM time limit per job in minutes")
+    sweep.add_argument("--gpus", type=int, default=None, help="GPUs per SLURM job")
+    sweep.add_argument("--store", type=Path, default=None, help="result store (default: the spec's store key)")
+    sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="dotted overrides of the spec, e.g. settings.train_hours=0.1 (see `speechssl config-keys sweep`)")
+    sweep.set_defaults(handler=_cmd_sweep)
+
+    stats_parser = verbs.add_parser(
+        "stats", help="statistics over the store: leaderboard, probe robustness, multilingual, score",
+        description="robustness: Pearson/Spearman/Kendall correlations of upstream scores between probe "
+                    "families per task, with p-values and bootstrap CIs (seed 002, Table 2). leaderboard: mean "
+                    "+- std over seeds. multilingual: ML-SUPERB 2.0 aggregates over languages. score: "
+                    "SUPERB-style normalised overall score. See docs/statistics.md.")
+    _add_common(stats_parser)
+    stats_verbs = stats_parser.add_subparsers(dest="stats_verb", metavar="STATISTIC", required=True)
+    for name in ("robustness", "leaderboard", "multilingual", "score"):
+        sub = stats_verbs.add_parser(name)
+        _add_common(sub)
+        _add_store(sub)
+        _add_row_filters(sub)
+        sub.add_argument("--format", choices=["md", "json", "tex"], default="md")
+        sub.add_argument("--metric", default=None, help="only this metric (default: all / cer for multilingual)")
+        sub.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (robustness)")
+        sub.add_argument("--worst", type=int, default=3, help="worst-N languages (multilingual)")
+        sub.add_argument("--baseline", default="mfcc", help="baseline upstream of the normalised score")
+    stats_parser.set_defaults(handler=_cmd_stats)
+
+    report = verbs.add_parser(
+        "report", help="write Markdown, self-contained HTML and LaTeX reports of the store",
+        description="Leaderboards, normalised score, probe robustness, multilingual aggregates, cost and "
+                    "plots (bars, rank scatter, layer-weight heatmaps, per-language CER, loss curves).")
+    _add_common(report)
+    _add_store(report)
+    report.add_argument("--out", type=Path, default=Path("runs/report"), help="output directory (default runs/report)")
+    report.add_argument("--pretrain", type=Path, action="append", default=[],
+                        help="pretraining run directory whose loss curve to plot (repeatable)")
+    report.add_argument("--title", default="speechssl report")
+    report.set_defaults(handler=_cmd_report)
 
     keys = verbs.add_parser("config-keys", help="list the config keys of a verb with types, defaults and limits")
     _add_common(keys)

@@ -57,6 +57,24 @@ class BiLSTMCTC(nn.Module):
         return self.out(self.dropout(hidden)), lengths
 
 
+class FrameMLPCTC(nn.Module):
+    """Seed 002's light ASR probe (Welsh/Basque): a two-layer dense network per frame, CTC.
+
+    No context beyond the frame itself, so it measures what each frame encodes alone.
+    """
+
+    output_kind = "frames"
+
+    def __init__(self, in_dim: int, num_outputs: int, cfg: ProbeConfig) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, cfg.hidden), nn.LeakyReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, num_outputs)
+        )
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return self.net(x), lengths
+
+
 class MeanPoolLinear(nn.Module):
     """SUPERB's classification probe: average over time, then one linear layer."""
 
@@ -140,6 +158,7 @@ class ProbeSpec:
 
 PROBES: dict[str, ProbeSpec] = {
     "bilstm_ctc": ProbeSpec(BiLSTMCTC, "frames", "stacked BiLSTM + linear, CTC (SUPERB ASR)"),
+    "mlp_ctc": ProbeSpec(FrameMLPCTC, "frames", "two dense layers per frame, CTC (seed 002 light ASR probe)"),
     "mean_linear": ProbeSpec(MeanPoolLinear, "utterance", "mean pooling + linear (SUPERB classification)"),
     "xvector": ProbeSpec(XVector, "embedding", "x-vector TDNN + stats pooling, AM-softmax (seed 002 ASV)"),
 }
