@@ -169,6 +169,9 @@ def test_bench_runs_each_task(task, tiny_corpus, tmp_path, capsys):
     assert result["layer_weights"] == [1.0]
     assert result["cache"]["train"]["bytes"] > 0
     assert result["hours"]["train"] > 0 and result["probe_params"] > 0
+    cost = result["cost"]
+    assert cost["flops_per_second"] > 0 and cost["gpu_hours"] == 0.0
+    assert (cost["energy_kwh"] is not None and cost["energy_kwh"] >= 0) or cost["energy_error"]
     assert (out / "best.pt").is_file()
     assert len((out / "metrics.jsonl").read_text().splitlines()) == result["dev"]["epochs_run"]
     if task == "asr":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -57,6 +58,23 @@ class AsrConfig:
 
 
 @dataclass
+class CostConfig:
+    """Compute and energy accounting of a run (speechssl.downstream.cost)."""
+
+    energy: bool = param(
+        True, help="measure energy (kWh) and CO2 with codecarbon's offline tracker (null values if unavailable)"
+    )
+    country: str = param(
+        "FRA", help="ISO 3166-1 alpha-3 code of the grid whose carbon intensity converts kWh to CO2"
+    )
+    flops_seconds: float = param(1.0, gt=0.0, help="seconds of audio in the upstream FLOPs-counting forward pass")
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"[A-Za-z]{3}", self.country):
+            raise ConfigError(f"country: must be an ISO 3166-1 alpha-3 code such as FRA, got {self.country!r}")
+
+
+@dataclass
 class BenchConfig:
     """A benchmark run. `speechssl bench --upstream U --task T [--probe P] [--data DIR] KEY=VALUE...`"""
 
@@ -77,6 +95,7 @@ class BenchConfig:
     probe_cfg: ProbeConfig = field(default_factory=ProbeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
     def validate(self) -> None:
         if not self.upstream.strip():

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from speechssl.config import config_hash, to_dict
+from speechssl.downstream.cost import EnergyTracker, count_upstream_flops, gpu_hours
 from speechssl.data.collate import CutAudioDataset, supervision_info
 from speechssl.data.manifests import load_cuts
 from speechssl.data.sampler import DurationBucketSampler
@@ -179,39 +180,45 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
             return previous
 
     device = _device(cfg.device)
-    upstream = build_upstream(cfg.upstream).to(device).eval().requires_grad_(False)
-    splits = _load_splits(cfg)
-    task = task_cls(cfg, Path(cfg.data))
-    task.prepare(splits)
-    if cfg.featurizer.layer is None:
-        layer_ids = list(range(upstream.num_layers))
-    else:
-        layer_ids = [resolve_layer(cfg.featurizer.layer, upstream.num_layers)]
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-    cache_seconds = 0.0
-    cache_info: dict[str, Any] = {"enabled": cfg.cache.enabled}
-    sources = {}
-    for role in ROLES:
-        cached = None
-        if cfg.cache.enabled:
-            t0 = time.perf_counter()
-            cached, info = _open_cache(cfg, upstream, splits[role], layer_ids, device, progress)
-            cache_seconds += time.perf_counter() - t0
-            cache_info[role] = info
-        sources[role] = FeatureSource(splits[role], upstream=upstream, layer_ids=layer_ids, cached=cached, cfg=cfg, device=device)
-    cache_info["seconds"] = round(cache_seconds, 2)
+    # Energy covers everything from here: feature extraction, training and test.
+    # "process" mode: concurrent sweep workers each count their own use, not the machine's.
+    tracker = EnergyTracker(enabled=cfg.cost.energy, country=cfg.cost.country, tracking_mode="process")
+    tracker.start()
+    sources: dict[str, FeatureSource] = {}
     try:
+        upstream = build_upstream(cfg.upstream).to(device).eval().requires_grad_(False)
+        flops = count_upstream_flops(upstream, cfg.cost.flops_seconds)
+        splits = _load_splits(cfg)
+        task = task_cls(cfg, Path(cfg.data))
+        task.prepare(splits)
+        if cfg.featurizer.layer is None:
+            layer_ids = list(range(upstream.num_layers))
+        else:
+            layer_ids = [resolve_layer(cfg.featurizer.layer, upstream.num_layers)]
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+        cache_seconds = 0.0
+        cache_info: dict[str, Any] = {"enabled": cfg.cache.enabled}
+        for role in ROLES:
+            cached = None
+            if cfg.cache.enabled:
+                t0 = time.perf_counter()
+                cached, info = _open_cache(cfg, upstream, splits[role], layer_ids, device, progress)
+                cache_seconds += time.perf_counter() - t0
+                cache_info[role] = info
+            sources[role] = FeatureSource(splits[role], upstream=upstream, layer_ids=layer_ids, cached=cached, cfg=cfg, device=device)
+        cache_info["seconds"] = round(cache_seconds, 2)
         return _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits, run_dir, device,
-                                cache_info, started, key, progress)
+                                cache_info, started, key, progress, cost=(tracker, flops))
     finally:
+        tracker.stop()  # a no-op after a finished run; ends the measurement of a failed one
         for source in sources.values():
             if source.cached is not None:
                 source.cached.close()  # releases the entry's lock (evictable again)
 
 
 def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits, run_dir, device, cache_info,
-                     started, key, progress) -> dict[str, Any]:
+                     started, key, progress, cost) -> dict[str, Any]:
     cache_seconds = cache_info["seconds"]
 
     torch.manual_seed(cfg.seed)
@@ -323,6 +330,9 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
     t0 = time.perf_counter()
     test = evaluate("test", final=True)
     test_seconds = time.perf_counter() - t0
+    tracker, flops = cost
+    energy = tracker.stop()
+    total_seconds = time.perf_counter() - started
 
     result = {
         "format": RESULT_FORMAT,
@@ -344,12 +354,18 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
         "hours": {role: round(_hours(splits[role]), 4) for role in ROLES},
         "utterances": {role: len(splits[role]) for role in ROLES},
         "wall_seconds": {
-            "total": round(time.perf_counter() - started, 2),
+            "total": round(total_seconds, 2),
             "features": cache_seconds,
             "train": round(train_seconds, 2),
             "test": round(test_seconds, 2),
         },
         "cache": cache_info,
+        "cost": {
+            "flops_per_second": flops["flops_per_second"],
+            "flops_partial": flops["partial"],
+            "gpu_hours": gpu_hours(total_seconds, device),
+            **{k: energy.get(k) for k in ("energy_kwh", "co2_kg", "country", "measure", "energy_error")},
+        },
         "device": str(device),
         "history": history,
         "labels": task.label_state(),
