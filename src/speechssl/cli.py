@@ -193,11 +193,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     from speechssl.benchmark import stats
     from speechssl.benchmark.store import ResultStore
+    from speechssl.errors import ConfigError
 
     with ResultStore(args.store) as store:
         rows = store.scores(**_filters(args))
     if args.stats_verb == "robustness":
-        print(stats.format_robustness(stats.robustness(rows, metric=args.metric, n_boot=args.boot), args.format))
+        pairs = None
+        if args.pair:
+            pairs = [tuple(item.split(":", 1)) for item in args.pair]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ConfigError(f"--pair takes PROBE_A:PROBE_B, got {args.pair}")
+        results = stats.robustness(rows, metric=args.metric, n_boot=args.boot, pairs=pairs)
+        print(stats.format_robustness(results, args.format))
     elif args.stats_verb == "leaderboard":
         print(stats.format_leaderboard(stats.leaderboard(rows, metric=args.metric), args.format))
     elif args.stats_verb == "multilingual":
@@ -440,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--format", choices=["md", "json", "tex"], default="md")
         sub.add_argument("--metric", default=None, help="only this metric (default: all / cer for multilingual)")
         sub.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (robustness)")
+        sub.add_argument("--pair", action="append", default=[], metavar="A:B",
+                         help="robustness: compare probe A (first) with probe B, in this order (repeatable; "
+                              "default every pair, by name)")
         sub.add_argument("--worst", type=int, default=3, help="worst-N languages (multilingual)")
         sub.add_argument("--baseline", default="mfcc", help="baseline upstream of the normalised score")
     stats_parser.set_defaults(handler=_cmd_stats)
