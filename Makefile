@@ -22,6 +22,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	# GE2E reference upstream: only resemblyzer/pretrained.pt is used, so skip its deps.
 	$(BIN)/python -m pip install --quiet --no-deps "resemblyzer==0.1.4"
+	# Headless Chromium checks that the HTML report renders (Debian packages, needs root);
+	# best effort: without it that one test is skipped and says so.
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium + chromium-driver (apt) for the report's browser check"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 \
+		|| echo "note: chromium could not be installed; the HTML report's browser test will be skipped"; \
+	fi
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -35,6 +35,12 @@ def test_demo_runs_then_reuses(tmp_path, capsys):
     result = json.loads((tmp_path / "run" / "bench" / "pretrained" / "lid-mean_linear" / "result.json").read_text())
     assert result["upstream"].startswith("ckpt:") and len(result["layer_weights"]) == 2
 
+    # The report stage: everything the demo ran, from the demo's own result store.
+    html = (tmp_path / "run" / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3  # leaderboard bars, layer weights, loss curve
+    assert "pretrained" in html and "mfcc" in html and "http://" not in html and "https://" not in html
+    assert (tmp_path / "run" / "report" / "tables.tex").is_file()
+
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.split("demo finished")[1].count(" reused ") == 4

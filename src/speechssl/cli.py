@@ -196,7 +196,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     from speechssl.errors import ConfigError
 
     with ResultStore(args.store) as store:
-        rows = store.scores(**_filters(args))
+        rows, superseded = stats.drop_superseded(store.scores(**_filters(args)), store.runs())
+    if superseded:
+        print(f"note: {len(superseded)} older run(s) with the identity of a newer run left out", file=sys.stderr)
     if args.stats_verb == "robustness":
         pairs = None
         if args.pair:

@@ -73,6 +73,7 @@ def run_demo(cfg: DemoConfig, *, out_dir: Path, data_dir: Path, workers: int = 2
         _stage_data_check(cfg, data_dir, out_dir),
         _stage_pretrain(cfg, data_dir, out_dir),
         _stage_bench(cfg, data_dir, out_dir),
+        _stage_report(cfg, out_dir),
     ]
     print()
     print("demo finished; outputs:")
@@ -85,7 +86,7 @@ def run_demo(cfg: DemoConfig, *, out_dir: Path, data_dir: Path, workers: int = 2
 def _stage_corpus(cfg: DemoConfig, data_dir: Path, workers: int) -> StageResult:
     from speechssl.data.synth import format_summary, synthesize_corpus
 
-    _banner("1/4 corpus: synthetic multilingual speech (eSpeak NG)")
+    _banner("1/5 corpus: synthetic multilingual speech (eSpeak NG)")
     start = time.perf_counter()
     existed = (data_dir / "corpus.json").is_file()
     info = synthesize_corpus(cfg.corpus, data_dir, workers=workers)
@@ -96,7 +97,7 @@ def _stage_corpus(cfg: DemoConfig, data_dir: Path, workers: int) -> StageResult:
 def _stage_data_check(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
     from speechssl.data.check import check_corpus
 
-    _banner("2/4 data check: manifests, audio decoding, duration-bucketed batches")
+    _banner("2/5 data check: manifests, audio decoding, duration-bucketed batches")
     start = time.perf_counter()
     output = out_dir / "data_check.json"
     key = {"corpus": config_hash(cfg.corpus), "batch_seconds": cfg.batch_seconds}
@@ -117,7 +118,7 @@ def _stage_pretrain(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResu
     from speechssl.pretrain import pretrain, read_metrics
     from speechssl.pretrain.checkpoint import step_checkpoints
 
-    _banner("3/4 pretrain: tiny wav2vec 2.0 on the synthetic corpus")
+    _banner("3/5 pretrain: tiny wav2vec 2.0 on the synthetic corpus")
     start = time.perf_counter()
     run_dir = out_dir / "pretrain"
     train_cfg = replace(cfg.pretrain, data=replace(cfg.pretrain.data, dir=str(data_dir)))
@@ -139,15 +140,17 @@ def _stage_pretrain(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResu
 def _stage_bench(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
     from dataclasses import replace
 
+    from speechssl.benchmark.store import ResultStore
     from speechssl.downstream.runner import format_result, run_bench
     from speechssl.errors import ConfigError
 
-    _banner("4/4 benchmark: the pretrained encoder against baselines (frozen, cached features)")
+    _banner("4/5 benchmark: the pretrained encoder against baselines (frozen, cached features)")
     start = time.perf_counter()
     bench_dir = out_dir / "bench"
     checkpoint = out_dir / "pretrain"
     rows = []
     statuses = set()
+    store = ResultStore(out_dir / "results.db")  # every run is recorded; the report stage reads it
     for upstream in cfg.bench.upstreams:
         spec = f"ckpt:{checkpoint}" if upstream == "pretrained" else upstream
         for run in cfg.bench.runs:
@@ -161,13 +164,31 @@ def _stage_bench(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
             result = run_bench(bench_cfg, bench_dir / upstream / f"{task}-{probe}", progress=False)
             statuses.add("reused" if result.get("reused") else "ran")
             print(format_result(result), flush=True)
+            store.add_result(result, result_path=bench_dir / upstream / f"{task}-{probe}" / "result.json",
+                             upstream_label=upstream)
             rows.append((upstream, task, probe, result))
+    store.close()
     summary = bench_dir / "summary.md"
     summary.write_text(_bench_table(rows))
     print()
     print(summary.read_text())
     status = "ran" if "ran" in statuses else "reused"
     return StageResult("benchmark", status, time.perf_counter() - start, summary)
+
+
+def _stage_report(cfg: DemoConfig, out_dir: Path) -> StageResult:
+    from speechssl.benchmark.report import write_report
+    from speechssl.benchmark.store import ResultStore
+
+    _banner("5/5 report: leaderboards, probe robustness, per-language errors, cost, plots")
+    start = time.perf_counter()
+    with ResultStore(out_dir / "results.db") as store:
+        rows, runs = store.scores(), store.runs()
+    paths = write_report(out_dir / "report", rows, runs, pretrain_dirs=[out_dir / "pretrain"],
+                         title="speechssl demo report")
+    for kind, path in paths.items():
+        print(f"{kind:<5} {path}")
+    return StageResult("report", "ran", time.perf_counter() - start, paths["html"])
 
 
 def _bench_table(rows: list) -> str:

@@ -742,6 +742,36 @@ def normalised_score(
     return out
 
 
+# --------------------------------------------------------------------------- run selection
+
+
+def run_identity(r: Mapping) -> tuple:
+    """What makes two runs the same measurement: (upstream, task, probe, regime, dataset, seed)."""
+    return (r["upstream"], r["task"], r.get("probe") or "", r.get("regime") or "frozen", r.get("dataset") or "",
+            r.get("seed"))
+
+
+def drop_superseded(rows: Iterable[Mapping], runs: Iterable[Mapping]) -> tuple[list[dict], dict[str, str]]:
+    """Keep one run per identity (see :func:`run_identity`): the most recently updated.
+
+    Two finished runs with one identity (a demo run and a longer run of the same seed,
+    differing only in settings the identity does not name) cannot both be averaged as
+    seeds, and the statistics refuse them. Keeps the newest run (then the larger run id);
+    returns the kept rows and ``{dropped run_id: kept run_id}``.
+    """
+    rows = [dict(r) for r in rows]
+    updated = {r["run_id"]: str(r.get("updated_at") or "") for r in runs}
+    by_identity: dict[tuple, set[str]] = defaultdict(set)
+    for r in rows:
+        by_identity[run_identity(r)].add(r.get("run_id"))
+    superseded: dict[str, str] = {}
+    for run_ids in by_identity.values():
+        if len(run_ids) > 1:
+            ordered = sorted(run_ids, key=lambda rid: (updated.get(rid, ""), str(rid)))
+            superseded.update({rid: ordered[-1] for rid in ordered[:-1]})
+    return [r for r in rows if r.get("run_id") not in superseded], superseded
+
+
 # --------------------------------------------------------------------------- formatting (more)
 
 

@@ -203,9 +203,17 @@ class ResultStore:
             db.execute("UPDATE runs SET status = ?, error = ?, updated_at = ?, attempts = attempts + ? WHERE run_id = ?",
                        (status, error, utc_now(), int(count_attempt), run_id))
 
-    def add_result(self, result: dict[str, Any], *, source: str = "bench", result_path: str | Path | None = None) -> str:
-        """Ingest one ``result.json`` dict written by :func:`speechssl.downstream.runner.run_bench`."""
+    def add_result(self, result: dict[str, Any], *, source: str = "bench", result_path: str | Path | None = None,
+                   upstream_label: str | None = None) -> str:
+        """Ingest one ``result.json`` dict written by :func:`speechssl.downstream.runner.run_bench`.
+
+        ``upstream_label`` replaces the upstream spec as the name shown in tables
+        (e.g. "pretrained" for ``ckpt:runs/demo/pretrain``); the spec stays in ``extra``.
+        """
         run, scores = result_to_records(result, source=source, result_path=result_path)
+        if upstream_label:
+            run["extra"]["upstream_spec"] = run["upstream"]
+            run["upstream"] = upstream_label
         return self.put_run(run, scores)
 
     def add_result_file(self, path: str | Path, *, source: str = "bench") -> str:
