@@ -179,9 +179,16 @@ def test_bench_runs_each_task(task, tiny_corpus, tmp_path, capsys):
     if task == "asv":
         assert result["metrics"]["trials"] == len(read_trials(tiny_corpus / "trials" / "asv_test.tsv"))
         assert result["metrics"]["test_speakers_disjoint"] is True
-    # Same config again: reused, not retrained.
-    assert main(argv) == 0
-    assert "(reused)" in capsys.readouterr().out
+    # Same config again: reused, not retrained; both times recorded once in the store.
+    assert main(argv + ["--store", str(tmp_path / "r.db")]) == 0
+    out = capsys.readouterr().out
+    assert "(reused)" in out and f"stored as {result['config_hash']}" in out
+    assert main(argv + ["--store", str(tmp_path / "r.db")]) == 0
+    from speechssl.benchmark.store import ResultStore
+
+    with ResultStore(tmp_path / "r.db") as store:
+        assert [r["run_id"] for r in store.runs()] == [result["config_hash"]]
+        assert store.scores(metric=metric)[0]["value"] == result["metrics"][metric]
 
 
 def test_bench_cache_and_live_features_agree(tiny_corpus, tmp_path):
