@@ -101,12 +101,7 @@ def leaderboard_bars(
     ax.set_xticks(x, probes)
     arrow = {True: " (higher is better)", False: " (lower is better)"}.get(higher_is_better, "")
     ax.set_ylabel(f"{metric}{arrow}" if metric else "score", fontsize=9)
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _png(fig)
+    return _finish_bars(fig, ax, title)
 
 
 def rank_scatter(
@@ -231,6 +226,11 @@ def language_bars(
         ax.bar(xs, ys, width * 0.92, color=_colour(j), label=upstream)
     ax.set_xticks(x, languages, fontsize=8)
     ax.set_ylabel(metric, fontsize=9)
+    return _finish_bars(fig, ax, title)
+
+
+def _finish_bars(fig: Figure, ax, title: str) -> bytes:
+    # Shared look of the grouped bar charts: light horizontal grid, legend outside right.
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
