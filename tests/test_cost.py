@@ -13,7 +13,7 @@ from speechssl.downstream.config import BenchConfig, CostConfig
 from speechssl.downstream.cost import EnergyTracker, count_upstream_flops, gpu_hours
 from speechssl.errors import ConfigError
 from speechssl.upstream import Upstream, UpstreamOutput, build_upstream
-from test_upstream import LAYER_NORM_EXTRACTOR, needs_ge2e, no_network, save_checkpoint, save_hf  # noqa: F401 (fixture)
+from test_upstream import LAYER_NORM_EXTRACTOR, needs_ge2e, save_checkpoint, save_hf
 
 # lhotse's mel-scale helpers under NumPy 2 (the mfcc upstream)
 pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")

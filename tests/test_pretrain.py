@@ -1,6 +1,5 @@
 """Pretraining: LR schedules and heuristics, trainer runs, checkpoints, exact resume, DDP."""
 
-import json
 import math
 import os
 import signal
@@ -13,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TINY_W2V2
+
 from speechssl.config import check, load_config
 from speechssl.errors import ConfigError
 from speechssl.models.objectives import Wav2Vec2Pretraining
@@ -23,17 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # A very small model and batches of a few seconds: each update takes a fraction of a second.
 SMALL = [
-    "encoder.conv_layers=[[32,10,5,0],[32,3,2,0],[32,3,2,0],[32,3,2,0],[32,3,2,0],[32,2,2,0],[32,2,2,0]]",
-    "encoder.conv_norm=layer_norm",
-    "encoder.hidden=32",
-    "encoder.layers=2",
-    "encoder.heads=2",
-    "encoder.ffn=64",
-    "encoder.pos_conv_kernel=16",
-    "encoder.pos_conv_groups=4",
-    "objective.codebook_entries=16",
-    "objective.codevector_dim=16",
-    "objective.final_dim=16",
+    *TINY_W2V2,
     "objective.num_negatives=10",
     "data.crop_seconds=1.5",
     "data.micro_batch_seconds=6",

@@ -3,7 +3,6 @@
 import importlib.metadata
 import math
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
+from conftest import TINY_W2V2
 
 from speechssl.config import load_config, to_dict
 from speechssl.errors import ConfigError, SpeechSSLError
@@ -30,19 +31,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarnin
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Loading must work with every socket refused and the hub in offline mode."""
-
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted during an offline test")
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def noise_batch(lengths=(16000, 7001), seed=0, scale=0.1):
@@ -109,24 +97,11 @@ def hf_dirs(tmp_path_factory):
     }
 
 
-SMALL_RUN = [
-    "encoder.conv_layers=[[32,10,5,0],[32,3,2,0],[32,3,2,0],[32,3,2,0],[32,3,2,0],[32,2,2,0],[32,2,2,0]]",
-    "encoder.conv_norm=layer_norm",
-    "encoder.hidden=32",
-    "encoder.layers=2",
-    "encoder.heads=2",
-    "encoder.ffn=64",
-    "encoder.pos_conv_kernel=16",
-    "encoder.pos_conv_groups=4",
-    "objective.codebook_entries=16",
-    "objective.codevector_dim=16",
-    "objective.final_dim=16",
-]
 
 
 def save_checkpoint(path: Path, *overrides: str, seed=0) -> Path:
     """A checkpoint as the trainer writes it (only the keys load_pretraining_model reads)."""
-    cfg = load_config(PretrainConfig, None, [*SMALL_RUN, *overrides])
+    cfg = load_config(PretrainConfig, None, [*TINY_W2V2, *overrides])
     torch.manual_seed(seed)
     model = Wav2Vec2Pretraining(cfg.encoder, cfg.objective)
     return save_atomic({"format": FORMAT, "config": to_dict(cfg), "model": model.state_dict()}, path)
