@@ -54,5 +54,10 @@ def test_stats_errors_are_one_line(tmp_path, capsys):
     assert main(["stats", "robustness", "--store", store, "--pair", "bilstm"]) == 2
     assert main(["stats", "robustness", "--store", store, "--pair", "nope:other"]) == 2
     assert main(["results", "import", str(tmp_path / "missing.csv"), "--store", store]) == 2
+    missing = str(tmp_path / "typo.db")
+    for argv in (["results", "list"], ["stats", "leaderboard"], ["report", "--out", str(tmp_path / "r")]):
+        assert main([*argv, "--store", missing]) == 2
+    assert not Path(missing).exists()  # reading never creates a store
     err = capsys.readouterr().err
     assert "PROBE_A:PROBE_B" in err and "matches no group" in err and "no such results file" in err
+    assert err.count("no result store at") == 3

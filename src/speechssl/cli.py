@@ -129,7 +129,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_results(args: argparse.Namespace) -> int:
     from speechssl.benchmark.store import ResultStore
 
-    with ResultStore(args.store) as store:
+    with ResultStore(args.store, create=args.results_verb == "import") as store:
         if args.results_verb == "import":
             for path in args.files:
                 counts = store.import_file(path)
@@ -195,7 +195,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     from speechssl.benchmark.store import ResultStore
     from speechssl.errors import ConfigError
 
-    with ResultStore(args.store) as store:
+    with ResultStore(args.store, create=False) as store:
         rows, superseded = stats.drop_superseded(store.scores(**_filters(args)), store.runs())
     if superseded:
         print(f"note: {len(superseded)} older run(s) with the identity of a newer run left out", file=sys.stderr)
@@ -221,7 +221,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from speechssl.benchmark.report import write_report
     from speechssl.benchmark.store import ResultStore
 
-    with ResultStore(args.store) as store:
+    with ResultStore(args.store, create=False) as store:
         rows, runs = store.scores(), store.runs()
     paths = write_report(args.out, rows, runs, pretrain_dirs=args.pretrain, title=args.title)
     for kind, path in paths.items():

@@ -120,10 +120,13 @@ class ResultStore:
     One handle per process (sqlite3 connections must not cross a fork).
     """
 
-    def __init__(self, path: str | Path | None = None, *, timeout: float = 120.0) -> None:
+    def __init__(self, path: str | Path | None = None, *, create: bool = True, timeout: float = 120.0) -> None:
         self.path = Path(path) if path is not None else default_store()
         if self.path.exists() and not self.path.is_file():
             raise ConfigError(f"result store {self.path} is not a file")
+        if not create and not self.path.exists():
+            # Readers must not leave an empty store behind a mistyped path.
+            raise ConfigError(f"no result store at {self.path} (bench, sweep or `results import` make one)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
