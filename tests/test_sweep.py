@@ -58,6 +58,9 @@ def test_unfit_cells_are_refused_before_any_work(tmp_path, tiny_corpus):
     with pytest.raises(ConfigError, match="invalid cells") as err:
         run_sweep(cfg, log=lambda _: None)
     assert "needs embedding" in str(err.value) and "unknown probe 'ecapa'" in str(err.value)
+    missing = from_dict(SweepConfig, _spec(tmp_path, tmp_path / "no-corpus"))
+    with pytest.raises(ConfigError, match="no-corpus does not exist"):
+        run_sweep(missing, log=lambda _: None)
     assert not Path(cfg.store).exists() or ResultStore(cfg.store).count()["pending"] == 0
 
 

@@ -113,12 +113,13 @@ def plan_sweep(cfg: SweepConfig, *, name: str = "sweep") -> list[Cell]:
 
 
 def check_cells(cells: list[Cell]) -> None:
-    """Refuse unknown upstreams/tasks/probes and unfit task-probe pairs before running anything."""
+    """Refuse missing data, unknown upstreams/tasks/probes and unfit task-probe pairs before running anything."""
     from speechssl.downstream.probes import check_probe
     from speechssl.downstream.tasks import task_class
     from speechssl.upstream import parse_spec
 
-    problems = []
+    problems = [f"settings.data: data directory {data} does not exist"
+                for data in dict.fromkeys(c.cfg.data for c in cells) if not Path(data).is_dir()]
     for cell in cells:
         try:
             parse_spec(cell.cfg.upstream)
