@@ -152,14 +152,16 @@ def _filters(args: argparse.Namespace, **more: object) -> dict[str, object]:
 def _runs_table(runs: list[dict], store) -> str:
     if not runs:
         return f"no runs in {store.path}"
+    from speechssl.benchmark.store import error_line
+
+    overall = {(s["run_id"], s["metric"]): s["value"] for s in store.scores(language="")}
     lines = [f"{'run_id':<18} {'status':<9} {'task':<6} {'probe':<12} {'seed':>4}  {'upstream':<28} primary"]
     for r in runs:
         primary = ""
-        if r["status"] == "finished" and r["primary_metric"]:
-            found = [s for s in store.scores(run_id=r["run_id"], metric=r["primary_metric"], language="")]
-            primary = f"{r['primary_metric']} {found[0]['value']:.4f}" if found else ""
+        if (r["run_id"], r["primary_metric"]) in overall:
+            primary = f"{r['primary_metric']} {overall[(r['run_id'], r['primary_metric'])]:.4f}"
         elif r["status"] == "failed":
-            primary = (r["error"] or "").strip().splitlines()[-1][:60] if r["error"] else "failed"
+            primary = error_line(r["error"])[:60]
         seed = "" if r["seed"] is None else r["seed"]
         lines.append(f"{r['run_id']:<18} {r['status']:<9} {r['task']:<6} {r['probe']:<12} {seed:>4}  "
                      f"{r['upstream'][:28]:<28} {primary}")

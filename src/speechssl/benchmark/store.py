@@ -308,8 +308,8 @@ class ResultStore:
         if not path.is_file():
             raise ConfigError(f"no such results file: {path}")
         if path.suffix == ".json":  # one bench result.json
-            self.add_result_file(path, source="bench")
-            return {"runs": 1, "scores": len(self.scores(run_id=_result_run_id(path)))}
+            run_id = self.add_result_file(path, source="bench")
+            return {"runs": 1, "scores": len(self.scores(run_id=run_id, split=None))}
         text = path.read_text(encoding="utf-8-sig")
         if path.suffix == ".jsonl":
             rows = []
@@ -373,8 +373,10 @@ def identity_run_id(run: dict[str, Any]) -> str:
     return "imp-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _result_run_id(path: Path) -> str:
-    return json.loads(path.read_text())["config_hash"]
+def error_line(error: str | None) -> str:
+    """The last non-empty line of a stored error (a traceback's tail): what to show in one line."""
+    lines = (error or "").strip().splitlines()
+    return lines[-1] if lines else "failed"
 
 
 def _run_row(run: dict[str, Any]) -> dict[str, Any]:

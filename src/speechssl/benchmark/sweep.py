@@ -21,6 +21,7 @@ of the CPU threads) and ``slurm`` through submitit (``--executor slurm``;
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import threading
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from speechssl.benchmark.store import ResultStore, result_to_records
+from speechssl.benchmark.store import ResultStore, error_line, result_to_records
 from speechssl.config import config_hash, from_dict, param, to_dict
 from speechssl.downstream.config import BenchConfig
 from speechssl.errors import ConfigError
@@ -97,7 +98,7 @@ def plan_sweep(cfg: SweepConfig, *, name: str = "sweep") -> list[Cell]:
     cells: list[Cell] = []
     for upstream, run, seed, *values in itertools.product(cfg.upstreams, cfg.runs, cfg.seeds, *(v for _, v in axes)):
         task, _, probe = run.partition(":")
-        data = _deep_copy(base)
+        data = copy.deepcopy(base)
         data.update(upstream=upstream, task=task, probe=probe, seed=seed)
         extra = []
         for (key, _), value in zip(axes, values):
@@ -145,7 +146,7 @@ class SweepReport:
         if self.skipped_failed:
             parts.append(f"{self.skipped_failed} failed earlier (rerun with --retry-failed)")
         lines = [", ".join(parts)]
-        lines += [f"  FAILED {label}: {err.strip().splitlines()[-1] if err.strip() else err}"
+        lines += [f"  FAILED {label}: {error_line(err)}"
                   for label, err in self.errors.items()]
         return "\n".join(lines)
 
@@ -182,7 +183,7 @@ def run_sweep(cfg: SweepConfig, *, name: str = "sweep", executor: str = "local",
             report.failed += 1
             report.errors[cell.label] = outcome["error"]
             store.set_status(cell.key, "failed", error=outcome["error"], count_attempt=True)
-            log(f"  failed   {cell.label}: {outcome['error'].strip().splitlines()[-1]}")
+            log(f"  failed   {cell.label}: {error_line(outcome['error'])}")
             return
         run, scores = result_to_records(outcome["result"], source="sweep", result_path=cell.run_dir / "result.json")
         run["run_id"] = cell.key  # the sweep's key, even if the runner's hash differs in a field it fills
@@ -286,11 +287,6 @@ def _run_submitit(cells: list[Cell], cfg: SweepConfig, name: str, executor: str,
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v)
-            for k, v in data.items()}
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
