@@ -67,6 +67,9 @@ class AudioBatch:
     cut_ids: list[str]
     supervisions: list[dict[str, Any]] = field(default_factory=list)
     sample_rate: int = TARGET_SAMPLE_RATE
+    offsets: torch.Tensor | None = None
+    """[B] int64: the sample of its cut where each row starts (0 unless cropped); frame-level
+    pretraining targets of a crop are the cut's labels from ``offset // stride`` on."""
 
     def __len__(self) -> int:
         return len(self.cut_ids)
@@ -113,7 +116,9 @@ class CutAudioDataset(Dataset):
     """Map-style dataset: ``dataset[cuts]`` loads a ``CutSet`` batch into an :class:`AudioBatch`.
 
     With ``max_seconds``, utterances longer than that are randomly cropped (as in
-    wav2vec 2.0 pretraining). The crop depends only on ``(seed, epoch, cut id)``, so it
+    wav2vec 2.0 pretraining); crops start on a multiple of ``crop_multiple`` samples, so
+    that with the encoder's total stride there they keep frame-level targets aligned.
+    The crop depends only on ``(seed, epoch, cut id)``, so it
     is the same whichever worker loads the cut; call :meth:`set_epoch` before each
     epoch to draw new crops (this reaches the workers because the DataLoader built by
     :func:`make_dataloader` does not keep persistent workers).
@@ -125,9 +130,13 @@ class CutAudioDataset(Dataset):
         sample_rate: int = TARGET_SAMPLE_RATE,
         max_seconds: float | None = None,
         seed: int = 0,
+        crop_multiple: int = 1,
     ) -> None:
         if max_seconds is not None and not max_seconds > 0:
             raise ConfigError(f"max_seconds must be positive or None, got {max_seconds!r}")
+        if crop_multiple < 1:
+            raise ConfigError(f"crop_multiple must be >= 1, got {crop_multiple!r}")
+        self.crop_multiple = crop_multiple
         self.sample_rate = sample_rate
         self.max_samples = None if max_seconds is None else int(round(max_seconds * sample_rate))
         self.seed = seed
@@ -138,8 +147,8 @@ class CutAudioDataset(Dataset):
 
     def __getitem__(self, cuts: CutSet) -> AudioBatch:
         cut_list = list(cuts)
-        waves = [self._crop(load_cut_audio(cut, target_sr=self.sample_rate), cut.id) for cut in cut_list]
-        padded, lengths, mask = collate_waveforms(waves)
+        crops = [self._crop(load_cut_audio(cut, target_sr=self.sample_rate), cut.id) for cut in cut_list]
+        padded, lengths, mask = collate_waveforms([wave for wave, _ in crops])
         return AudioBatch(
             waveforms=padded,
             lengths=lengths,
@@ -147,15 +156,18 @@ class CutAudioDataset(Dataset):
             cut_ids=[cut.id for cut in cut_list],
             supervisions=[supervision_info(cut) for cut in cut_list],
             sample_rate=self.sample_rate,
+            offsets=torch.tensor([start for _, start in crops], dtype=torch.int64),
         )
 
-    def _crop(self, wave: np.ndarray, cut_id: str) -> np.ndarray:
+    def _crop(self, wave: np.ndarray, cut_id: str) -> tuple[np.ndarray, int]:
+        """``(crop, its first sample in the cut)``."""
         if self.max_samples is None or wave.shape[0] <= self.max_samples:
-            return wave
+            return wave, 0
         # crc32 rather than hash(): str hashes are salted per process, workers would disagree.
         rng = np.random.default_rng([self.seed, self.epoch, zlib.crc32(cut_id.encode())])
-        start = int(rng.integers(0, wave.shape[0] - self.max_samples + 1))
-        return wave[start : start + self.max_samples]
+        starts = (wave.shape[0] - self.max_samples) // self.crop_multiple + 1
+        start = int(rng.integers(0, starts)) * self.crop_multiple
+        return wave[start : start + self.max_samples], start
 
 
 def make_dataloader(
@@ -167,6 +179,7 @@ def make_dataloader(
     world_size: int = 1,
     rank: int = 0,
     max_seconds: float | None = None,
+    crop_multiple: int = 1,
     pin_memory: bool = False,
     **sampler_kwargs: Any,
 ) -> DataLoader:
@@ -185,7 +198,7 @@ def make_dataloader(
         max_cut_seconds=max_seconds,  # crops shorten long cuts; plan batches with what is loaded
         **sampler_kwargs,
     )
-    dataset = CutAudioDataset(max_seconds=max_seconds, seed=seed)
+    dataset = CutAudioDataset(max_seconds=max_seconds, seed=seed, crop_multiple=crop_multiple)
     return DataLoader(
         dataset,
         sampler=sampler,

@@ -20,10 +20,21 @@ SEED004_CONV: list[ConvLayer] = [(512, 10, 5, 3)] + [(512, 3, 2, 1)] * 4 + [(512
 """Same receptive field layout, padded so that 1 s at 16 kHz gives exactly 50 frames."""
 
 
-def conv_stack(channels: int, padded: bool = False) -> list[ConvLayer]:
-    """The standard (or seed-004 padded) kernel/stride layout with ``channels`` in every layer."""
+FRAME_MS = (20, 40, 80)
+"""Frame periods of :func:`conv_stack` (CV-HuBERT's 50 / 25 / 12.5 Hz encoders)."""
+
+
+def conv_stack(channels: int, padded: bool = False, frame_ms: int = 20) -> list[ConvLayer]:
+    """The standard (or seed-004 padded) kernel/stride layout with ``channels`` in every layer.
+
+    ``frame_ms`` 40 or 80 appends one or two ``(kernel 2, stride 2)`` layers to the 20 ms
+    stack: coarser frames from the same front end (CV-HuBERT's 25 and 12.5 Hz encoders).
+    """
+    if frame_ms not in FRAME_MS:
+        raise ConfigError(f"frame_ms must be one of {FRAME_MS}, got {frame_ms}")
     layout = SEED004_CONV if padded else WAV2VEC2_CONV
-    return [(channels, k, s, p) for _, k, s, p in layout]
+    extra = [(0, 2, 2, 0)] * {20: 0, 40: 1, 80: 2}[frame_ms]
+    return [(channels, k, s, p) for _, k, s, p in layout + extra]
 
 
 CONV_PRESETS: dict[str, list[ConvLayer]] = {
