@@ -1,5 +1,7 @@
 """Native wav2vec 2.0-style encoder: frame arithmetic, sizes, padding, gradients, layerdrop."""
 
+import math
+
 import pytest
 import torch
 
@@ -184,7 +186,7 @@ def test_mask_fn_hook_sees_projected_features_and_mask_embedding_trains():
 
 
 def test_parameter_names_follow_hf_wav2vec2():
-    names = {name for name, _ in build_encoder(tiny(conv_bias=True)).named_parameters()}
+    names = {name for name, _ in build_encoder(tiny(conv_bias=True, conv_norm="layer_norm")).named_parameters()}
     expected = {
         "feature_extractor.conv_layers.0.conv.weight",
         "feature_extractor.conv_layers.0.conv.bias",
@@ -203,3 +205,52 @@ def test_parameter_names_follow_hf_wav2vec2():
     }
     assert expected <= names
     assert any(n.startswith("encoder.pos_conv_embed.conv.parametrizations.weight") for n in names)
+
+
+def _speech_like(seconds: float, seed: int) -> torch.Tensor:
+    """Noise bursts at speech-like levels separated by runs of exact zeros (eSpeak pauses)."""
+    g = torch.Generator().manual_seed(seed)
+    wave = 0.1 * torch.randn(int(seconds * SR), generator=g)
+    n = wave.numel()
+    for start in (int(0.1 * n), int(0.45 * n), int(0.8 * n)):
+        wave[start : start + int(0.1 * n)] = 0.0  # 30 % digital silence
+    return wave
+
+
+def _first_step_grad_norm(cfg: EncoderConfig, waves: torch.Tensor) -> float:
+    torch.manual_seed(0)
+    model = build_encoder(cfg).train()
+    out = model(waves, torch.full((waves.shape[0],), waves.shape[1]))
+    # Any loss that reaches every layer: squared distance of the last layer to a fixed target.
+    target = torch.randn(out.last_hidden_state.shape, generator=torch.Generator().manual_seed(1))
+    (out.last_hidden_state - target).pow(2).mean().backward()
+    return float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
+
+
+def test_digital_silence_gives_ordinary_gradient_norms():
+    # With a per-frame LayerNorm front end this crop gave first-step norms of ~1e14 (issue 12);
+    # the tiny preset's front end must keep them of the same order as for the same crop
+    # where the silence is replaced by a -60 dB noise floor.
+    cfg = tiny(dropout=0.0, attention_dropout=0.0, feature_dropout=0.0, layerdrop=0.0)
+    silent = torch.stack([_speech_like(2.0, seed) for seed in range(3)])
+    floor = 1e-3 * torch.randn(silent.shape, generator=torch.Generator().manual_seed(2))
+    noisy = torch.where(silent == 0, floor, silent)
+    with_silence = _first_step_grad_norm(cfg, silent)
+    with_floor = _first_step_grad_norm(cfg, noisy)
+    assert math.isfinite(with_silence)
+    assert with_silence < 10 * with_floor, (with_silence, with_floor)
+    assert with_silence < 1e3
+
+
+def test_group_norm_front_end_is_padding_invariant():
+    torch.manual_seed(0)
+    model = build_encoder(tiny(conv_norm="group_norm")).eval()
+    short, long = torch.randn(1, 8000), torch.randn(1, SR)
+    batch = torch.zeros(2, SR)
+    batch[0, :8000], batch[1] = short[0], long[0]
+    with torch.no_grad():
+        alone = model(short)
+        padded = model(batch, torch.tensor([8000, SR]))
+    frames = int(alone.frame_lengths[0])
+    for a, p in zip(alone.layer_states, padded.layer_states):
+        torch.testing.assert_close(p[0, :frames], a[0], atol=1e-5, rtol=0)

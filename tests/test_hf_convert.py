@@ -43,8 +43,11 @@ def _offline(monkeypatch):
 
 def small(**overrides) -> EncoderConfig:
     # The tiny preset, narrowed; an even positional kernel exercises HF's SamePad trim.
+    # layer_norm front end: HF's GroupNorm pools over padding, so padded-batch equality
+    # needs the per-frame norm (group_norm is checked on single utterances).
     fields = dict(
-        layers=2, conv_layers=conv_stack(32), hidden=64, heads=4, ffn=128, pos_conv_kernel=16, pos_conv_groups=4
+        layers=2, conv_layers=conv_stack(32), hidden=64, heads=4, ffn=128, pos_conv_kernel=16, pos_conv_groups=4,
+        conv_norm="layer_norm",
     )
     fields.update(overrides)
     return EncoderConfig.preset("tiny", **fields)

@@ -122,11 +122,12 @@ class EncoderConfig:
 
 
 def _tiny() -> EncoderConfig:
-    # layer_norm conv (not group_norm) because GroupNorm normalises over time, so
-    # padding would change the statistics; per-frame norms keep batches padding-invariant.
+    # group_norm (fairseq BASE's front end, padding-aware here): a per-frame LayerNorm
+    # front end turns digital silence into 1e14 gradient norms and is a much weaker
+    # feature extractor at random init (docs/pretraining.md, "Front end").
     return EncoderConfig(
         conv_layers=conv_stack(128),
-        conv_norm="layer_norm",
+        conv_norm="group_norm",
         hidden=192,
         layers=4,
         heads=4,

@@ -251,7 +251,7 @@ class SpeechEncoder(nn.Module):
         if waveforms.dim() != 2:
             raise ValueError(f"expected waveforms of shape [batch, samples], got {tuple(waveforms.shape)}")
         batch = waveforms.shape[0]
-        raw = self.feature_extractor(waveforms)
+        raw = self.feature_extractor(waveforms, lengths)
         frames = raw.shape[1]
         if lengths is None:
             frame_lengths = torch.full((batch,), frames, dtype=torch.long, device=waveforms.device)

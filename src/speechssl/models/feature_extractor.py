@@ -48,6 +48,29 @@ class ChannelLayerNorm(nn.LayerNorm):
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
+class MaskedGroupNorm(nn.GroupNorm):
+    """GroupNorm with one group per channel, statistics over each row's *valid* frames only.
+
+    ``nn.GroupNorm`` pools over every time step, so zero padding shifts the mean and
+    variance of a short utterance in a batch (fairseq/HF BASE behave that way). Given the
+    valid frame counts, this computes the same statistics the utterance would get alone;
+    with no counts (or all frames valid) it is exactly ``nn.GroupNorm``. Parameter names are
+    unchanged, so checkpoints and HF exports are unaffected.
+    """
+
+    def forward(self, x: Tensor, frame_lengths: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        if frame_lengths is None:
+            return super().forward(x)
+        valid = (torch.arange(x.shape[2], device=x.device)[None, :] < frame_lengths[:, None]).to(x.dtype)
+        valid = valid[:, None, :]  # [B, 1, T]
+        count = valid.sum(dim=2, keepdim=True).clamp(min=1.0)
+        mean = (x * valid).sum(dim=2, keepdim=True) / count
+        var = (((x - mean) * valid) ** 2).sum(dim=2, keepdim=True) / count
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        y = y * self.weight[None, :, None] + self.bias[None, :, None]
+        return y * valid  # padding stays zero
+
+
 class ConvBlock(nn.Module):
     """Conv1d -> optional norm -> GELU (``conv`` / ``layer_norm`` names follow HF)."""
 
@@ -60,16 +83,18 @@ class ConvBlock(nn.Module):
         self.layer_norm: nn.Module | None
         if norm == "group_norm":
             # One group per channel: each channel is normalised over time (fairseq "default").
-            self.layer_norm = nn.GroupNorm(channels, channels, affine=True)
+            self.layer_norm = MaskedGroupNorm(channels, channels, affine=True)
         elif norm == "layer_norm":
             self.layer_norm = ChannelLayerNorm(channels, elementwise_affine=True)
         else:
             self.layer_norm = None
         self.activation = nn.GELU()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, frame_lengths: Tensor | None = None) -> Tensor:
         x = self.conv(x)
-        if self.layer_norm is not None:
+        if isinstance(self.layer_norm, MaskedGroupNorm):
+            x = self.layer_norm(x, frame_lengths)
+        elif self.layer_norm is not None:
             x = self.layer_norm(x)
         return self.activation(x)
 
@@ -78,9 +103,17 @@ class FeatureExtractor(nn.Module):
     """Stack of strided convolutions over the raw waveform.
 
     With ``norm="group_norm"`` the first layer's GroupNorm pools statistics over
-    time, so outputs of a padded batch depend on the padding (as in fairseq/HF
-    BASE). ``layer_norm`` normalises each frame on its own and is padding-invariant
-    when all conv paddings are 0.
+    time; given ``lengths`` it pools over each utterance's valid frames only
+    (:class:`MaskedGroupNorm`), so a padded batch gives every utterance what it gets
+    alone (fairseq/HF pool over the padding too). ``layer_norm`` normalises each frame
+    on its own. Both are padding-invariant when all conv paddings are 0.
+
+    Digital silence: with ``layer_norm`` and no conv bias, a frame of exact zeros
+    reaches every per-frame LayerNorm with zero variance, where its backward pass
+    multiplies gradients by 1/sqrt(eps) ~ 316 per layer (first-step gradient norms of
+    1e14 on eSpeak audio). ``group_norm`` normalises each channel over the whole
+    utterance and is safe unless the utterance is silent throughout; it is the tiny
+    preset's front end for that reason (tests/test_encoder.py).
     """
 
     def __init__(
@@ -115,16 +148,19 @@ class FeatureExtractor(nn.Module):
     def output_lengths(self, input_lengths: Tensor) -> Tensor:
         return conv_output_lengths(input_lengths, self.layer_specs)
 
-    def forward(self, waveforms: Tensor) -> Tensor:
-        """[B, T] samples -> [B, T', C] features."""
+    def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """[B, T] samples (``lengths`` [B] valid samples, None = all valid) -> [B, T', C] features."""
         if self.grad_mult == 0.0:
             # A frozen CNN needs no activation memory for backward.
             with torch.no_grad():
-                return self._run(waveforms)
-        return scale_grad(self._run(waveforms), self.grad_mult)
+                return self._run(waveforms, lengths)
+        return scale_grad(self._run(waveforms, lengths), self.grad_mult)
 
-    def _run(self, waveforms: Tensor) -> Tensor:
+    def _run(self, waveforms: Tensor, lengths: Tensor | None) -> Tensor:
         x = waveforms.unsqueeze(1)
-        for block in self.conv_layers:
-            x = block(x)
+        first_frames = None
+        if lengths is not None:
+            first_frames = conv_output_lengths(lengths.to(waveforms.device), self.layer_specs[:1])
+        for i, block in enumerate(self.conv_layers):
+            x = block(x, first_frames if i == 0 else None)
         return x.transpose(1, 2)
