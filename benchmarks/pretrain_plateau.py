@@ -30,18 +30,18 @@ VARIANTS: dict[str, list[str]] = {
     "lr2e-3": ["optim.lr=2e-3"],
     "lr1e-4": ["optim.lr=1e-4"],
     "clip1": ["optim.clip_norm=1"],
-    "negatives20": ["objective.num_negatives=20"],
-    "codebook64": ["objective.codebook_entries=64"],
+    "negatives20": ["wav2vec2.num_negatives=20"],
+    "codebook64": ["wav2vec2.codebook_entries=64"],
     "cnn-grad0.1": ["encoder.feature_grad_mult=0.1"],
-    "penalty0": ["objective.penalty_weight=0"],
+    "penalty0": ["wav2vec2.penalty_weight=0"],
     "crop2s": ["data.crop_seconds=2"],
     "batch30": ["batch_seconds=30", "data.micro_batch_seconds=30"],
     "warmup0": ["optim.warmup_steps=0"],
     "normalize": ["data.normalize_waveform=true"],
-    "diversity1": ["objective.diversity_weight=1.0"],
-    "diversity1-lr2e-3": ["objective.diversity_weight=1.0", "optim.lr=2e-3"],
-    "diversity1-neg20": ["objective.diversity_weight=1.0", "objective.num_negatives=20"],
-    "diversity1-crop2s": ["objective.diversity_weight=1.0", "data.crop_seconds=2"],
+    "diversity1": ["wav2vec2.diversity_weight=1.0"],
+    "diversity1-lr2e-3": ["wav2vec2.diversity_weight=1.0", "optim.lr=2e-3"],
+    "diversity1-neg20": ["wav2vec2.diversity_weight=1.0", "wav2vec2.num_negatives=20"],
+    "diversity1-crop2s": ["wav2vec2.diversity_weight=1.0", "data.crop_seconds=2"],
 }
 
 
@@ -72,9 +72,9 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> di
         return {"name": name, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["split"] == "train"]
-    negatives = next((int(o.split("=")[1]) for o in overrides if o.startswith("objective.num_negatives=")), 100)
+    negatives = next((int(o.split("=")[1]) for o in overrides if o.startswith("wav2vec2.num_negatives=")), 100)
     chance = math.log(negatives + 1)
-    entries = next((int(o.split("=")[1]) for o in overrides if o.startswith("objective.codebook_entries=")), 320)
+    entries = next((int(o.split("=")[1]) for o in overrides if o.startswith("wav2vec2.codebook_entries=")), 320)
     hit = escape_step(train, chance, args.margin, args.min_accuracy, args.min_perplexity * entries)
     last = train[-1]
     return {

@@ -24,9 +24,9 @@ TINY_W2V2 = [
     "encoder.ffn=64",
     "encoder.pos_conv_kernel=16",
     "encoder.pos_conv_groups=4",
-    "objective.codebook_entries=16",
-    "objective.codevector_dim=16",
-    "objective.final_dim=16",
+    "wav2vec2.codebook_entries=16",
+    "wav2vec2.codevector_dim=16",
+    "wav2vec2.final_dim=16",
 ]
 
 

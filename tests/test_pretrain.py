@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # A very small model and batches of a few seconds: each update takes a fraction of a second.
 SMALL = [
     *TINY_W2V2,
-    "objective.num_negatives=10",
+    "wav2vec2.num_negatives=10",
     "data.crop_seconds=1.5",
     "data.micro_batch_seconds=6",
     "data.num_workers=0",
@@ -115,7 +115,7 @@ def test_shipped_configs_load_and_tiny_is_the_default():
     check(defaults)
     assert to_dict(configs["w2v2_tiny"]) == to_dict(defaults)
     base = configs["w2v2_base"]
-    assert (base.encoder.hidden, base.encoder.layers, base.objective.diversity_weight) == (768, 12, 0.1)
+    assert (base.encoder.hidden, base.encoder.layers, base.wav2vec2.diversity_weight) == (768, 12, 0.1)
     assert base.accumulation(8) == 8  # 5600 s = 8 GPUs x 8 micro-batches of 87.5 s
 
 

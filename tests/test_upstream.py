@@ -103,7 +103,7 @@ def save_checkpoint(path: Path, *overrides: str, seed=0) -> Path:
     """A checkpoint as the trainer writes it (only the keys load_pretraining_model reads)."""
     cfg = load_config(PretrainConfig, None, [*TINY_W2V2, *overrides])
     torch.manual_seed(seed)
-    model = Wav2Vec2Pretraining(cfg.encoder, cfg.objective)
+    model = Wav2Vec2Pretraining(cfg.encoder, cfg.wav2vec2)
     return save_atomic({"format": FORMAT, "config": to_dict(cfg), "model": model.state_dict()}, path)
 
 

@@ -128,11 +128,10 @@ def _stage_pretrain(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResu
     records = read_metrics(run_dir, "valid") or read_metrics(run_dir, "train")
     if records:
         final = records[-1]
-        print(
-            f"step {final['step']}: {final['split']} contrastive loss {final['contrastive']:.3f} "
-            f"(chance {train_cfg.objective.chance_loss:.3f}), accuracy {final['accuracy']:.3f}, "
-            f"codebook perplexity {'/'.join(f'{p:.0f}' for p in final['perplexity'])}"
-        )
+        from speechssl.pretrain.checkpoint import load_pretraining_model
+
+        model, _ = load_pretraining_model(result.last_checkpoint or run_dir)
+        print(f"step {final['step']}: {final['split']} {model.summary(final)}")
     status = "reused" if finished else "ran"
     return StageResult("pretrain", status, time.perf_counter() - start, result.last_checkpoint or run_dir)
 

@@ -92,14 +92,18 @@ def remove_stale_temp_files(directory: Path) -> None:
 
 
 
-def load_pretraining_model(path: str | Path):  # -> tuple[Wav2Vec2Pretraining, PretrainConfig]
-    """The model (eval mode) and run config stored in a pretraining checkpoint."""
+def load_pretraining_model(path: str | Path):  # -> tuple[PretrainingObjective, PretrainConfig]
+    """The model (eval mode) and run config stored in a pretraining checkpoint.
+
+    The config holds everything needed to rebuild the model (HuBERT's label counts
+    included), so the target sets need not exist any more.
+    """
     from speechssl.config import from_dict
-    from speechssl.models.objectives.contrastive import Wav2Vec2Pretraining
+    from speechssl.models.objectives import build_objective
     from speechssl.pretrain.config import PretrainConfig
 
     state = load_checkpoint(path)
     cfg = from_dict(PretrainConfig, state["config"])
-    model = Wav2Vec2Pretraining(cfg.encoder, cfg.objective)
+    model = build_objective(cfg.objective, cfg.encoder, cfg)
     model.load_state_dict(state["model"])
     return model.eval(), cfg

@@ -9,7 +9,7 @@ from typing import Literal
 from speechssl.config import param
 from speechssl.errors import ConfigError
 from speechssl.models.config import EncoderConfig
-from speechssl.models.objectives.contrastive import ContrastiveConfig
+from speechssl.models.objectives import OBJECTIVES, ContrastiveConfig, HubertConfig
 
 
 @dataclass
@@ -71,7 +71,11 @@ class PretrainConfig:
     the section classes' own defaults are the wav2vec 2.0 BASE values (w2v2_base.yaml)."""
 
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig.preset("tiny"))
-    objective: ContrastiveConfig = field(default_factory=_tiny_objective)
+    objective: Literal["wav2vec2", "hubert"] = param(
+        "wav2vec2", help="pretraining objective; its settings are the section of the same name"
+    )
+    wav2vec2: ContrastiveConfig = field(default_factory=_tiny_objective)
+    hubert: HubertConfig = field(default_factory=HubertConfig)
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     optim: OptimConfig = field(default_factory=_tiny_optim)
 
@@ -97,6 +101,14 @@ class PretrainConfig:
     tensorboard: bool = param(True, help="also write TensorBoard event files")
 
     def validate(self) -> None:
+        if self.objective not in OBJECTIVES:  # Literal above lists them; this guards a new entry
+            raise ConfigError(f"objective: unknown {self.objective!r}; known: {', '.join(OBJECTIVES)}")
+        entry = OBJECTIVES[self.objective]
+        if entry.model.needs_targets and not getattr(self, entry.section).targets:
+            raise ConfigError(
+                f"objective={self.objective} needs {entry.section}.targets: target-set directories "
+                "from `speechssl targets`"
+            )
         if self.data.crop_seconds > self.data.micro_batch_seconds:
             raise ConfigError(
                 f"data.crop_seconds ({self.data.crop_seconds}) exceeds data.micro_batch_seconds "

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections import deque
 from pathlib import Path
 from typing import Any
+
+from speechssl.models.objectives.contrastive import CollapseWatch
+
+__all__ = ["CollapseWatch", "Monitor"]
 
 log = logging.getLogger("speechssl.pretrain")
 
@@ -65,43 +68,3 @@ class Monitor:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-
-
-class CollapseWatch:
-    """Warns when the contrastive loss sits at chance, log(K+1), or the codebook collapses.
-
-    Chance means the context vectors are as similar to the distractors as to the
-    target: the known plateau of small-scale wav2vec 2.0 runs. Checked on the mean of
-    the last ``window`` train records, from ``after_step`` on (warmup is allowed to
-    sit there).
-    """
-
-    def __init__(self, chance_loss: float, entries: int, after_step: int, window: int = 5) -> None:
-        self.chance = chance_loss
-        self.entries = entries
-        self.after_step = after_step
-        self.recent: deque[float] = deque(maxlen=window)
-        self.warned_plateau = False
-        self.warned_codebook = False
-
-    def observe(self, step: int, contrastive: float, perplexity: list[float]) -> list[str]:
-        warnings: list[str] = []
-        self.recent.append(contrastive)
-        if step < self.after_step or len(self.recent) < self.recent.maxlen:
-            return warnings
-        mean = sum(self.recent) / len(self.recent)
-        at_chance = abs(mean - self.chance) < 0.05 * self.chance / 4.6  # ~0.05 nats at K=100
-        if at_chance and not self.warned_plateau:
-            warnings.append(
-                f"WARNING step {step}: contrastive loss {mean:.3f} sits at chance log(K+1) = {self.chance:.3f}; "
-                "the model cannot tell targets from distractors (see docs/pretraining.md, 'The plateau')"
-            )
-        self.warned_plateau = at_chance
-        collapsed = min(perplexity) < max(2.0, 0.02 * self.entries)
-        if collapsed and not self.warned_codebook:
-            warnings.append(
-                f"WARNING step {step}: codebook perplexity {min(perplexity):.1f} of {self.entries} entries: "
-                "the quantizer is collapsing onto a few codewords (raise objective.diversity_weight?)"
-            )
-        self.warned_codebook = collapsed
-        return warnings

@@ -36,15 +36,15 @@ from speechssl.config import check, save_config, to_dict
 from speechssl.data.collate import AudioBatch, make_dataloader, normalize_waveforms
 from speechssl.data.manifests import available_splits, load_cuts
 from speechssl.errors import ConfigError, SpeechSSLError
-from speechssl.models.objectives.contrastive import Wav2Vec2Pretraining
+from speechssl.models.objectives import OBJECTIVES, build_objective
 from speechssl.pretrain import checkpoint as ckpt
 from speechssl.pretrain.config import PretrainConfig
-from speechssl.pretrain.monitor import CollapseWatch, Monitor
+from speechssl.pretrain.monitor import Monitor
 from speechssl.pretrain.schedules import lr_at
 
 # Config sections that define the run; changing any of them makes a checkpoint in the
 # run directory incompatible. Logging/saving cadence and the step budget may change.
-_RUN_DEFINING = ("encoder", "objective", "data", "optim", "batch_seconds", "seed", "precision")
+_RUN_DEFINING = ("encoder", "objective", "wav2vec2", "hubert", "data", "optim", "batch_seconds", "seed", "precision")
 
 
 class TrainingDiverged(SpeechSSLError):
@@ -120,6 +120,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, fresh: bool = False, p
 
 class Trainer:
     def __init__(self, cfg: PretrainConfig, out_dir: Path, *, progress: bool = True) -> None:
+        self.target_sets = _open_target_sets(cfg)
+        cfg = _with_target_classes(cfg, self.target_sets)
         self.cfg = cfg
         self.out_dir = out_dir
         self.ckpt_dir = out_dir / "checkpoints"
@@ -136,7 +138,7 @@ class Trainer:
         self.state = TrainState()
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.model = Wav2Vec2Pretraining(cfg.encoder, cfg.objective).to(self.device)
+        self.model = build_objective(cfg.objective, cfg.encoder, cfg).to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=self.peak_lr,
@@ -155,11 +157,8 @@ class Trainer:
         self.train_loader = self._loader(cfg.data.train_split, shuffle=True, group_size=self.accumulation)
         self.valid_loader = self._loader(cfg.data.valid_split, shuffle=False) if cfg.data.valid_split else None
         self.monitor = Monitor(out_dir, tensorboard=cfg.tensorboard, enabled=self.dist.is_main)
-        self.watch = CollapseWatch(
-            cfg.objective.chance_loss,
-            cfg.objective.codebook_entries,
-            after_step=max(cfg.optim.warmup_steps, 10 * cfg.log_every),
-        )
+        # Warmup is allowed to sit at chance; collapse checks start after it.
+        self.watch_after = max(cfg.optim.warmup_steps, 10 * cfg.log_every)
 
     # ------------------------------------------------------------------ setup
 
@@ -205,6 +204,8 @@ class Trainer:
             world_size=self.dist.world_size,
             rank=self.dist.rank,
             max_seconds=data.crop_seconds,
+            # Frame-level targets stay aligned when crops start on a frame boundary.
+            crop_multiple=self.cfg.encoder.total_stride if self.target_sets else 1,
             shuffle=shuffle,
             group_size=group_size,
             pin_memory=self.device.type == "cuda",
@@ -254,8 +255,9 @@ class Trainer:
                 record.update(self._slow_stats())
                 last_train = record
                 self.monitor.write(record)
-                for message in self.watch.observe(step, record["contrastive"], record["perplexity"]):
-                    self._say(message)
+                if step >= self.watch_after:
+                    for message in self.model.check_collapse(step, record):
+                        self._say(message)
             if self.valid_loader is not None and (
                 done or (cfg.valid_every and self.state.step % cfg.valid_every == 0)
             ):
@@ -270,7 +272,9 @@ class Trainer:
                     ckpt.prune(self.ckpt_dir, cfg.keep_last)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix_str(_postfix(record), refresh=False)
+                bar.set_postfix_str(
+                    f"{self.model.summary(record)} lr {record['lr']:.2e} {record['hours_seen']:.2f}h", refresh=False
+                )
 
         if bar is not None:
             bar.close()
@@ -316,7 +320,9 @@ class Trainer:
             context = train_model.no_sync() if self.dist.active and not sync else contextlib.nullcontext()
             with context:
                 with self._autocast():
-                    out = train_model(self._waveforms(batch), batch.lengths, num_updates=step)
+                    out = train_model(
+                        self._waveforms(batch), batch.lengths, num_updates=step, targets=self._targets(batch)
+                    )
                 self.scaler.scale(out.loss / self.accumulation).backward()
             flat, stats_layout = _flatten_stats(out.stats, self.device)
             stats_sum = flat if stats_sum is None else stats_sum + flat
@@ -377,9 +383,20 @@ class Trainer:
             return normalize_waveforms(batch.waveforms, batch.lengths)
         return batch.waveforms
 
+    def _targets(self, batch: AudioBatch) -> Tensor | None:
+        """[B, T', n_sets] labels of the batch's crops at the encoder's frames (-1 = none)."""
+        if not self.target_sets:
+            return None
+        assert batch.offsets is not None
+        encoder = self.model.encoder
+        frame_lengths = encoder.output_lengths(batch.lengths.cpu())
+        width = int(encoder.output_lengths(torch.tensor([batch.waveforms.shape[1]]))[0])
+        per_set = [s.batch(batch.cut_ids, batch.offsets, frame_lengths, width) for s in self.target_sets]
+        return torch.stack(per_set, dim=-1).to(self.device, non_blocking=True)
+
     def _slow_stats(self) -> dict[str, Any]:
         """Numbers too costly for every update, taken when a record is written."""
-        stats = self.model.quantizer.codeword_similarity()
+        stats = self.model.monitor_stats()
         stats["wall_seconds"] = round(self.state.wall_seconds, 3)
         return stats
 
@@ -395,7 +412,9 @@ class Trainer:
             # Same masks and distractors at every validation: comparable across steps.
             torch.manual_seed(_micro_seed(self.cfg.seed, 2**31, self.dist.rank + index * self.dist.world_size))
             with self._autocast():
-                out = self.model(self._waveforms(batch), batch.lengths, num_updates=self.state.step)
+                out = self.model(
+                    self._waveforms(batch), batch.lengths, num_updates=self.state.step, targets=self._targets(batch)
+                )
             flat, layout = _flatten_stats(out.stats, self.device)
             frames = out.stats["masked_frames"].float().to(self.device)
             totals = flat * frames if totals is None else totals + flat * frames
@@ -584,12 +603,34 @@ def _unflatten_stats(flat: Tensor, layout: list[tuple[str, int]]) -> dict[str, A
     return out
 
 
-def _postfix(record: dict[str, Any]) -> str:
-    ppl = "/".join(f"{p:.0f}" for p in record.get("perplexity", []))
-    return (
-        f"loss {record['loss']:.3f} ctr {record['contrastive']:.3f} acc {record['accuracy']:.2f} "
-        f"ppl {ppl} lr {record['lr']:.2e} {record['hours_seen']:.2f}h"
-    )
+def _open_target_sets(cfg: PretrainConfig) -> list[Any]:
+    """The frame-level target sets the objective trains on (none for wav2vec 2.0)."""
+    section = getattr(cfg, OBJECTIVES[cfg.objective].section)
+    paths = getattr(section, "targets", [])
+    if not paths:
+        return []
+    from speechssl.targets.store import TargetSet
+
+    sets = [TargetSet.open(path) for path in paths]
+    for path, target_set in zip(paths, sets):
+        if [tuple(layer)[1:] for layer in target_set.conv_layers] != [tuple(layer)[1:] for layer in cfg.encoder.conv_layers]:
+            raise ConfigError(
+                f"target set {path} labels frames of conv layers {target_set.conv_layers}, the encoder has "
+                f"{cfg.encoder.conv_layers}: build targets for this encoder's frame rate (speechssl targets --frame-ms)"
+            )
+    return sets
+
+
+def _with_target_classes(cfg: PretrainConfig, target_sets: list[Any]) -> PretrainConfig:
+    """``cfg`` with the objective's ``num_classes`` read from its target sets (checked if given)."""
+    if not target_sets:
+        return cfg
+    name = OBJECTIVES[cfg.objective].section
+    section = getattr(cfg, name)
+    counts = [int(s.num_classes) for s in target_sets]
+    if section.num_classes and list(section.num_classes) != counts:
+        raise ConfigError(f"{name}.num_classes {section.num_classes} disagrees with the target sets' {counts}")
+    return dataclasses.replace(cfg, **{name: dataclasses.replace(section, num_classes=counts)})
 
 
 def _newest(directory: Path) -> Path | None:

@@ -17,7 +17,9 @@ Parameter names follow ``transformers.Wav2Vec2ForPreTraining`` (``quantizer.weig
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,7 @@ from speechssl.config import param
 from speechssl.errors import ConfigError
 from speechssl.models.config import EncoderConfig
 from speechssl.models.encoder import SpeechEncoder
+from speechssl.models.objectives.base import ObjectiveOutput, PretrainingObjective
 from speechssl.models.objectives.masking import span_mask
 
 
@@ -67,16 +70,6 @@ class ContrastiveConfig:
     def chance_loss(self) -> float:
         """Contrastive loss of a model that cannot tell the target from K distractors: log(K+1)."""
         return math.log(self.num_negatives + 1)
-
-
-@dataclass
-class ObjectiveOutput:
-    """What a pretraining objective returns for one micro-batch."""
-
-    loss: Tensor
-    """Scalar to back-propagate (already a per-frame mean over this micro-batch)."""
-    stats: dict[str, Tensor] = field(default_factory=dict)
-    """Detached scalars (or 1-D tensors, e.g. per-group perplexity) for the monitors."""
 
 
 class GumbelQuantizer(nn.Module):
@@ -187,12 +180,13 @@ def _combined_codes(codes: Tensor) -> Tensor:
     return ids
 
 
-class Wav2Vec2Pretraining(nn.Module):
+class Wav2Vec2Pretraining(PretrainingObjective):
     """Encoder + quantizer + projection heads, returning the wav2vec 2.0 loss."""
 
     def __init__(self, encoder_cfg: EncoderConfig, objective_cfg: ContrastiveConfig) -> None:
         super().__init__()
         self.cfg = objective_cfg
+        self._watch: CollapseWatch | None = None
         self.wav2vec2 = SpeechEncoder(encoder_cfg)
         self.quantizer = GumbelQuantizer(
             encoder_cfg.conv_dim,
@@ -208,7 +202,24 @@ class Wav2Vec2Pretraining(nn.Module):
     def encoder(self) -> SpeechEncoder:
         return self.wav2vec2
 
-    def forward(self, waveforms: Tensor, lengths: Tensor | None, *, num_updates: int = 0) -> ObjectiveOutput:
+    def monitor_stats(self) -> dict[str, Any]:
+        return self.quantizer.codeword_similarity()
+
+    def check_collapse(self, step: int, record: dict[str, Any]) -> list[str]:
+        if self._watch is None:  # the trainer calls this only after warmup
+            self._watch = CollapseWatch(self.cfg.chance_loss, self.cfg.codebook_entries, after_step=0)
+        return self._watch.observe(step, record["contrastive"], record["perplexity"])
+
+    def summary(self, record: dict[str, Any]) -> str:
+        ppl = "/".join(f"{p:.0f}" for p in record.get("perplexity", []))
+        return (
+            f"loss {record['loss']:.3f} ctr {record['contrastive']:.3f} (chance {self.cfg.chance_loss:.3f}) "
+            f"acc {record['accuracy']:.2f} ppl {ppl}"
+        )
+
+    def forward(
+        self, waveforms: Tensor, lengths: Tensor | None, *, num_updates: int = 0, targets: Tensor | None = None
+    ) -> ObjectiveOutput:
         cfg = self.cfg
         captured: dict[str, Tensor] = {}
 
@@ -260,3 +271,43 @@ class Wav2Vec2Pretraining(nn.Module):
                 "temperature": torch.tensor(temperature),
             },
         )
+
+
+class CollapseWatch:
+    """Warns when the contrastive loss sits at chance, log(K+1), or the codebook collapses.
+
+    Chance means the context vectors are as similar to the distractors as to the
+    target: the known plateau of small-scale wav2vec 2.0 runs. Checked on the mean of
+    the last ``window`` train records, from ``after_step`` on (warmup is allowed to
+    sit there).
+    """
+
+    def __init__(self, chance_loss: float, entries: int, after_step: int, window: int = 5) -> None:
+        self.chance = chance_loss
+        self.entries = entries
+        self.after_step = after_step
+        self.recent: deque[float] = deque(maxlen=window)
+        self.warned_plateau = False
+        self.warned_codebook = False
+
+    def observe(self, step: int, contrastive: float, perplexity: list[float]) -> list[str]:
+        warnings: list[str] = []
+        self.recent.append(contrastive)
+        if step < self.after_step or len(self.recent) < self.recent.maxlen:
+            return warnings
+        mean = sum(self.recent) / len(self.recent)
+        at_chance = abs(mean - self.chance) < 0.05 * self.chance / 4.6  # ~0.05 nats at K=100
+        if at_chance and not self.warned_plateau:
+            warnings.append(
+                f"WARNING step {step}: contrastive loss {mean:.3f} sits at chance log(K+1) = {self.chance:.3f}; "
+                "the model cannot tell targets from distractors (see docs/pretraining.md, 'The plateau')"
+            )
+        self.warned_plateau = at_chance
+        collapsed = min(perplexity) < max(2.0, 0.02 * self.entries)
+        if collapsed and not self.warned_codebook:
+            warnings.append(
+                f"WARNING step {step}: codebook perplexity {min(perplexity):.1f} of {self.entries} entries: "
+                "the quantizer is collapsing onto a few codewords (raise objective.diversity_weight?)"
+            )
+        self.warned_codebook = collapsed
+        return warnings
