@@ -30,6 +30,18 @@ the Gumbel temperature schedule, the feature penalty weight, ``do_normalize``) a
 under a ``"speechssl"`` key of ``config.json`` (transformers keeps unknown keys) so that
 a round trip restores the exact configs; checkpoints from elsewhere get our defaults.
 
+HuBERT (:func:`export_hubert`, :func:`encoder_to_hubert`, :func:`hubert_to_encoder`):
+transformers' ``HubertModel`` is the same network as ``Wav2Vec2Model`` under the same
+parameter names (``masked_spec_embed`` included), so one :class:`SpeechEncoder` -- the
+encoder of a HuBERT or of a wav2vec 2.0 run -- exports to either. The ``HubertConfig``
+sets the two switches HuBERT has and wav2vec 2.0 does not: ``feat_proj_layer_norm=True``
+(our projection always normalises the CNN features first) and
+``conv_pos_batch_norm=False`` (our positional conv is weight-normalised, not
+batch-normalised); import refuses checkpoints with either switch the other way
+(DistilHuBERT-style projections, HuBERT variants with a BatchNorm positional conv).
+transformers has no HuBERT pretraining head, so only the encoder is exported; head
+models (``HubertForCTC`` ...) keep the encoder under ``hubert.``, which import strips.
+
 Import never touches the network: it reads local files only and needs no
 ``transformers`` model class.
 """
@@ -57,7 +69,7 @@ from speechssl.models.encoder import SpeechEncoder
 from speechssl.models.objectives.contrastive import ContrastiveConfig, Wav2Vec2Pretraining
 
 if TYPE_CHECKING:
-    from transformers import Wav2Vec2Config
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +82,10 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 
 HF_PREFIX = "wav2vec2."
 """Where ``Wav2Vec2ForPreTraining`` (and every other head model) keeps the encoder."""
+HUBERT_PREFIX = "hubert."
+"""Where ``HubertForCTC`` / ``HubertForSequenceClassification`` keep the encoder."""
+_PREFIXES = {"wav2vec2": HF_PREFIX, "hubert": HUBERT_PREFIX}
+_CONFIG_CLASSES = {"wav2vec2": "Wav2Vec2Config", "hubert": "HubertConfig"}
 EXTRA_KEY = "speechssl"
 """config.json key holding the fields HF has no slot for."""
 
@@ -109,13 +125,52 @@ def hf_config_from(
     """
     from transformers import Wav2Vec2Config
 
+    fields, extras = _encoder_fields(encoder_cfg, do_normalize)
+    if objective_cfg is not None:
+        check(objective_cfg)
+        fields.update(
+            num_codevector_groups=objective_cfg.codebook_groups,
+            num_codevectors_per_group=objective_cfg.codebook_entries,
+            codevector_dim=objective_cfg.codevector_dim,
+            proj_codevector_dim=objective_cfg.final_dim,
+            num_negatives=objective_cfg.num_negatives,
+            contrastive_logits_temperature=objective_cfg.logit_temp,
+            diversity_loss_weight=objective_cfg.diversity_weight,
+            feat_quantizer_dropout=objective_cfg.target_dropout,
+            mask_time_prob=objective_cfg.mask_prob,
+            mask_time_length=objective_cfg.mask_length,
+            mask_time_min_masks=objective_cfg.min_masks,
+        )
+        extras["objective"] = {name: getattr(objective_cfg, name) for name in _OBJECTIVE_EXTRAS}
+    fields[EXTRA_KEY] = extras
+    return Wav2Vec2Config(**fields)
+
+
+def hubert_config_from(encoder_cfg: EncoderConfig, *, do_normalize: bool = False) -> HubertConfig:
+    """The ``transformers.HubertConfig`` describing our encoder.
+
+    The masking fields keep HF's defaults (``mask_time_prob=0.05``, so ``HubertModel``
+    keeps ``masked_spec_embed``). Raises :class:`ConfigError` for a padded CNN.
+    """
+    from transformers import HubertConfig
+
+    fields, extras = _encoder_fields(encoder_cfg, do_normalize)
+    # Our FeatureProjection is LayerNorm -> Linear -> Dropout, as HuBERT BASE/LARGE;
+    # our positional conv is weight-normalised (HF's BatchNorm variant is another network).
+    fields.update(feat_proj_layer_norm=True, conv_pos_batch_norm=False)
+    fields[EXTRA_KEY] = extras
+    return HubertConfig(**fields)
+
+
+def _encoder_fields(encoder_cfg: EncoderConfig, do_normalize: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config fields Wav2Vec2Config and HubertConfig share, and our extras for them."""
     check(encoder_cfg)
     padded = [i for i, (_, _, _, padding) in enumerate(encoder_cfg.conv_layers) if padding]
     if padded:
         raise ConfigError(
             f"conv_layers {padded} use padding "
-            f"{[encoder_cfg.conv_layers[i][3] for i in padded]}: HF Wav2Vec2 convolutions have no padding, "
-            "so this encoder (e.g. the seed-004 50 Hz layout) cannot be exported to transformers"
+            f"{[encoder_cfg.conv_layers[i][3] for i in padded]}: HF Wav2Vec2/HuBERT convolutions have no "
+            "padding, so this encoder (e.g. the seed-004 50 Hz layout) cannot be exported to transformers"
         )
     fields: dict[str, Any] = dict(
         conv_dim=[c for c, _, _, _ in encoder_cfg.conv_layers],
@@ -143,24 +198,7 @@ def hf_config_from(
         "encoder": {name: getattr(encoder_cfg, name) for name in _ENCODER_EXTRAS},
         "do_normalize": bool(do_normalize),
     }
-    if objective_cfg is not None:
-        check(objective_cfg)
-        fields.update(
-            num_codevector_groups=objective_cfg.codebook_groups,
-            num_codevectors_per_group=objective_cfg.codebook_entries,
-            codevector_dim=objective_cfg.codevector_dim,
-            proj_codevector_dim=objective_cfg.final_dim,
-            num_negatives=objective_cfg.num_negatives,
-            contrastive_logits_temperature=objective_cfg.logit_temp,
-            diversity_loss_weight=objective_cfg.diversity_weight,
-            feat_quantizer_dropout=objective_cfg.target_dropout,
-            mask_time_prob=objective_cfg.mask_prob,
-            mask_time_length=objective_cfg.mask_length,
-            mask_time_min_masks=objective_cfg.min_masks,
-        )
-        extras["objective"] = {name: getattr(objective_cfg, name) for name in _OBJECTIVE_EXTRAS}
-    fields[EXTRA_KEY] = extras
-    return Wav2Vec2Config(**fields)
+    return fields, extras
 
 
 def _config_dict(hf_cfg: Any) -> dict[str, Any]:
@@ -175,12 +213,23 @@ def _config_dict(hf_cfg: Any) -> dict[str, Any]:
 def _check_supported(data: Mapping[str, Any], source: str = "config") -> None:
     """Refuse HF variants our encoder cannot reproduce, naming what is unsupported."""
     model_type = data.get("model_type", "wav2vec2")
-    if model_type != "wav2vec2":
+    if model_type not in _CONFIG_CLASSES:
         raise ConfigError(
-            f"{source}: model_type {model_type!r} is not supported; only plain wav2vec2 checkpoints "
-            "(Wav2Vec2Model / Wav2Vec2ForPreTraining / Wav2Vec2ForCTC ...) can be imported "
-            "(Wav2Vec2-Conformer, Wav2Vec2-BERT, HuBERT, WavLM, data2vec have different layers)"
+            f"{source}: model_type {model_type!r} is not supported; only plain wav2vec2 and hubert checkpoints "
+            "(Wav2Vec2Model / Wav2Vec2ForPreTraining / HubertModel / ...ForCTC) can be imported "
+            "(Wav2Vec2-Conformer, Wav2Vec2-BERT, WavLM, data2vec have different layers)"
         )
+    if model_type == "hubert":
+        if not data.get("feat_proj_layer_norm", True):
+            raise ConfigError(
+                f"{source}: feat_proj_layer_norm=False (a projection without LayerNorm, as in DistilHuBERT) "
+                "is not supported; our feature projection always normalises the CNN features"
+            )
+        if data.get("conv_pos_batch_norm", False):
+            raise ConfigError(
+                f"{source}: conv_pos_batch_norm=True (BatchNorm before the positional conv, no weight norm) "
+                "is not supported"
+            )
     if data.get("add_adapter"):
         raise ConfigError(f"{source}: add_adapter=True (convolutional adapter after the encoder) is not supported")
     if data.get("adapter_attn_dim") is not None:
@@ -205,21 +254,23 @@ def _check_supported(data: Mapping[str, Any], source: str = "config") -> None:
 
 
 def _hf_fields(hf_cfg: Any, source: str) -> tuple[Any, dict[str, Any]]:
-    """Validated ``Wav2Vec2Config`` (HF defaults filled in) and our extras."""
-    from transformers import Wav2Vec2Config
+    """Validated ``Wav2Vec2Config`` / ``HubertConfig`` (HF defaults filled in) and our extras."""
+    import transformers
 
     data = _config_dict(hf_cfg)
     _check_supported(data, source)
     extras = data.get(EXTRA_KEY) or {}
     if not isinstance(extras, Mapping):
         extras = {}
-    if isinstance(hf_cfg, Wav2Vec2Config):
+    class_name = _CONFIG_CLASSES[data.get("model_type", "wav2vec2")]
+    config_class = getattr(transformers, class_name)
+    if isinstance(hf_cfg, config_class):
         return hf_cfg, dict(extras)
     data.pop("model_type", None)
     try:
-        return Wav2Vec2Config.from_dict(data), dict(extras)
+        return config_class.from_dict(data), dict(extras)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: not a valid Wav2Vec2Config: {exc}") from None
+        raise ConfigError(f"{source}: not a valid {class_name}: {exc}") from None
 
 
 def _known(extras: Any, names: tuple[str, ...]) -> dict[str, Any]:
@@ -228,11 +279,14 @@ def _known(extras: Any, names: tuple[str, ...]) -> dict[str, Any]:
     return {name: extras[name] for name in names if name in extras}
 
 
-def encoder_config_from_hf(hf_cfg: Wav2Vec2Config | Mapping[str, Any], *, source: str = "config") -> EncoderConfig:
-    """Our :class:`EncoderConfig` for a ``Wav2Vec2Config`` (or the dict of a config.json).
+def encoder_config_from_hf(
+    hf_cfg: Wav2Vec2Config | HubertConfig | Mapping[str, Any], *, source: str = "config"
+) -> EncoderConfig:
+    """Our :class:`EncoderConfig` for a ``Wav2Vec2Config`` or ``HubertConfig`` (or the dict of a config.json).
 
     Raises :class:`ConfigError` for variants we do not implement (Conformer and other
-    model types, adapters, non-GELU activations, another LayerNorm epsilon).
+    model types, adapters, non-GELU activations, another LayerNorm epsilon, HuBERT
+    without the projection LayerNorm or with a BatchNorm positional conv).
     """
     cfg, extras = _hf_fields(hf_cfg, source)
     cfg_out = EncoderConfig(
@@ -268,6 +322,8 @@ def objective_config_from_hf(
     from our own export's extras, or keep our defaults (the BASE recipe).
     """
     cfg, extras = _hf_fields(hf_cfg, source)
+    if cfg.model_type != "wav2vec2":
+        raise ConfigError(f"{source}: a {cfg.model_type} config has no wav2vec 2.0 quantizer or contrastive fields")
     cfg_out = ContrastiveConfig(
         mask_prob=float(cfg.mask_time_prob),
         mask_length=cfg.mask_time_length,
@@ -364,9 +420,6 @@ def export_hf(
     never sees half an export; an existing non-empty ``out_dir`` is replaced only with
     ``overwrite=True``.
     """
-    from safetensors.torch import save_file
-    from transformers import Wav2Vec2FeatureExtractor
-
     if isinstance(model, Wav2Vec2Pretraining):
         encoder_cfg, objective_cfg = model.wav2vec2.cfg, model.cfg
         heads = not encoder_only
@@ -378,8 +431,58 @@ def export_hf(
     hf_cfg = hf_config_from(encoder_cfg, objective_cfg, do_normalize=do_normalize)
     architecture = "Wav2Vec2ForPreTraining" if heads else "Wav2Vec2Model"
     tensors = hf_state_dict(model, encoder_only=encoder_only, masked_spec_embed=_has_masked_spec_embed(hf_cfg))
-    _check_keys(tensors, _expected_hf_shapes(hf_cfg, architecture), architecture)
+    return _write_export(Path(out_dir), hf_cfg, architecture, tensors, encoder_cfg, do_normalize, overwrite)
 
+
+def export_hubert(
+    encoder: SpeechEncoder, out_dir: str | Path, *, do_normalize: bool = False, overwrite: bool = False
+) -> Path:
+    """Write ``encoder`` as a ``transformers.HubertModel`` directory and return its path.
+
+    Takes the encoder itself (a HuBERT run's, or a wav2vec 2.0 run's: the network is
+    the same), so it does not depend on how a checkpoint nests it. ``do_normalize`` and
+    ``overwrite`` as in :func:`export_hf`; the directory holds ``config.json`` (a
+    ``HubertConfig``), ``model.safetensors`` and ``preprocessor_config.json`` (a
+    ``Wav2Vec2FeatureExtractor``, which is what HuBERT checkpoints ship with).
+    """
+    if not isinstance(encoder, SpeechEncoder):
+        raise TypeError(f"expected a SpeechEncoder, got {type(encoder).__name__}")
+    hf_cfg = hubert_config_from(encoder.cfg, do_normalize=do_normalize)
+    tensors = hf_state_dict(encoder, masked_spec_embed=_has_masked_spec_embed(hf_cfg))
+    return _write_export(Path(out_dir), hf_cfg, "HubertModel", tensors, encoder.cfg, do_normalize, overwrite)
+
+
+def encoder_to_hubert(encoder: SpeechEncoder) -> HubertModel:
+    """A ``transformers.HubertModel`` (CPU, float32, eval mode) with ``encoder``'s weights.
+
+    Its ``hidden_states`` equal our ``layer_states`` (for ``pre_ln`` the last one after
+    the final LayerNorm: compare with ``last_hidden_state``, see :class:`EncoderOutput`).
+    """
+    from transformers import HubertModel
+
+    if not isinstance(encoder, SpeechEncoder):
+        raise TypeError(f"expected a SpeechEncoder, got {type(encoder).__name__}")
+    hf_cfg = hubert_config_from(encoder.cfg)
+    tensors = hf_state_dict(encoder, masked_spec_embed=_has_masked_spec_embed(hf_cfg))
+    _check_keys(tensors, _expected_hf_shapes(hf_cfg, "HubertModel"), "HubertModel")
+    model = HubertModel(hf_cfg)
+    model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    return model.eval()
+
+
+def _write_export(
+    out_dir: Path,
+    hf_cfg: Any,
+    architecture: str,
+    tensors: dict[str, Tensor],
+    encoder_cfg: EncoderConfig,
+    do_normalize: bool,
+    overwrite: bool,
+) -> Path:
+    from safetensors.torch import save_file
+    from transformers import Wav2Vec2FeatureExtractor
+
+    _check_keys(tensors, _expected_hf_shapes(hf_cfg, architecture), architecture)
     hf_cfg.architectures = [architecture]
     dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
     if len(dtypes) == 1:
@@ -399,7 +502,7 @@ def export_hf(
         (tmp / CONFIG_FILE).write_text(hf_cfg.to_json_string(), encoding="utf-8")
         preprocessor.to_json_file(str(tmp / PREPROCESSOR_FILE))
 
-    return _write_dir_atomically(Path(out_dir), write, overwrite=overwrite)
+    return _write_dir_atomically(out_dir, write, overwrite=overwrite)
 
 
 def _write_dir_atomically(out_dir: Path, write: Callable[[Path], None], *, overwrite: bool) -> Path:
@@ -494,17 +597,22 @@ def _read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, 
     return directory, _read_json(directory / CONFIG_FILE), _load_weights(directory)
 
 
-def _split_state(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """``(encoder tensors under our names, everything else)`` for either HF key layout."""
-    prefixed = any(k.startswith(HF_PREFIX) for k in state)
+def _split_state(
+    state: Mapping[str, Tensor], prefix: str = HF_PREFIX
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """``(encoder tensors under our names, everything else)`` for either HF key layout.
+
+    ``prefix`` is where head models keep the encoder (``wav2vec2.`` or ``hubert.``).
+    """
+    prefixed = any(k.startswith(prefix) for k in state)
     encoder: dict[str, Tensor] = {}
     rest: dict[str, Tensor] = {}
     for key, tensor in state.items():
         if prefixed:
-            if not key.startswith(HF_PREFIX):
+            if not key.startswith(prefix):
                 rest[key] = tensor
                 continue
-            key = key[len(HF_PREFIX):]
+            key = key[len(prefix):]
         elif not key.startswith(_ENCODER_ROOTS):
             rest[key] = tensor
             continue
@@ -515,7 +623,9 @@ def _split_state(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[s
     return encoder, rest
 
 
-def _load_into(module: torch.nn.Module, state: Mapping[str, Tensor], source: Path, optional: set[str]) -> None:
+def _load_into(
+    module: torch.nn.Module, state: Mapping[str, Tensor], source: str | Path, optional: set[str]
+) -> None:
     try:
         missing, unexpected = module.load_state_dict(dict(state), strict=False)
     except RuntimeError as exc:  # shape mismatches
@@ -546,28 +656,35 @@ def _encoder_cfg(directory: Path, config: dict[str, Any]) -> EncoderConfig:
     return _sample_rate(directory, cfg, has_rate)
 
 
-def _load_encoder(encoder: SpeechEncoder, directory: Path, state: Mapping[str, Tensor]) -> None:
-    enc_state, _ = _split_state(state)
+def _load_encoder(
+    encoder: SpeechEncoder, source: str | Path, state: Mapping[str, Tensor], prefix: str = HF_PREFIX
+) -> None:
+    enc_state, _ = _split_state(state, prefix)
     stray = [k for k in enc_state if k.startswith("adapter.")]
     if stray:
-        raise ConfigError(f"{directory}: adapter weights ({stray[0]}, ...) are not supported")
+        raise ConfigError(f"{source}: adapter weights ({stray[0]}, ...) are not supported")
     # A config without masking has no masked_spec_embed (unused at inference).
-    _load_into(encoder, enc_state, directory, optional={"mask_embedding"})
+    _load_into(encoder, enc_state, source, optional={"mask_embedding"})
+
+
+def _prefix(config: Mapping[str, Any]) -> str:
+    return _PREFIXES.get(config.get("model_type", "wav2vec2"), HF_PREFIX)
 
 
 def import_hf(path: str | Path) -> SpeechEncoder:
-    """Load a local HF wav2vec 2.0 checkpoint directory as a :class:`SpeechEncoder` (in eval mode).
+    """Load a local HF wav2vec 2.0 or HuBERT checkpoint directory as a :class:`SpeechEncoder` (in eval mode).
 
     Reads ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``, loaded
-    with ``weights_only=True``; sharded checkpoints too). Works for ``Wav2Vec2Model``
-    keys and for any head model with the encoder under ``wav2vec2.`` (heads are
-    ignored), and for both the ``parametrizations.weight.original0/1`` and the old
-    ``weight_g``/``weight_v`` names of the positional conv. Never uses the network.
+    with ``weights_only=True``; sharded checkpoints too). Works for ``Wav2Vec2Model`` /
+    ``HubertModel`` keys and for any head model with the encoder under ``wav2vec2.`` /
+    ``hubert.`` (heads are ignored), and for both the ``parametrizations.weight.original0/1``
+    and the old ``weight_g``/``weight_v`` names of the positional conv. Never uses the network.
     """
     directory, config, state = _read_checkpoint(path)
     encoder = SpeechEncoder(_encoder_cfg(directory, config))
-    _load_encoder(encoder, directory, state)
-    ignored = sorted(_split_state(state)[1])
+    prefix = _prefix(config)
+    _load_encoder(encoder, directory, state, prefix)
+    ignored = sorted(_split_state(state, prefix)[1])
     if ignored:
         log.info("%s: ignoring %d non-encoder tensors (%s, ...)", directory, len(ignored), ignored[0])
     return encoder.eval()
@@ -595,3 +712,18 @@ def import_hf_pretraining(path: str | Path) -> Wav2Vec2Pretraining:
     )
     _load_into(head_modules, head_state, directory, optional=set())
     return model.eval()
+
+
+def hubert_to_encoder(model: HubertModel) -> SpeechEncoder:
+    """A :class:`SpeechEncoder` (eval mode) with the weights of an in-memory ``HubertModel``.
+
+    The reverse of :func:`encoder_to_hubert`; for a checkpoint directory use :func:`import_hf`.
+    Raises :class:`ConfigError` for HuBERT variants our encoder does not implement.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "hubert":
+        raise TypeError(f"expected a transformers HubertModel, got {type(model).__name__}")
+    source = f"{type(model).__name__}"
+    encoder = SpeechEncoder(encoder_config_from_hf(config, source=source))
+    _load_encoder(encoder, source, model.state_dict(), HUBERT_PREFIX)
+    return encoder.eval()
