@@ -90,6 +90,9 @@ class BenchConfig:
     )
     seed: int = param(0, min=0)
     device: Literal["auto", "cpu", "cuda"] = param("auto")
+    health_utterances: int = param(
+        200, min=0, help="dev utterances for the representation-health monitors (effective rank, ...); 0 = off"
+    )
     featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     probe_cfg: ProbeConfig = field(default_factory=ProbeConfig)

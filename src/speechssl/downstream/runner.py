@@ -2,7 +2,9 @@
 
 The upstream is frozen. Its features come either from the on-disk cache (computed once per
 upstream fingerprint and split, then read by every epoch, probe and seed) or, with
-``cache.enabled=false``, from running the upstream on every batch.
+``cache.enabled=false``, from running the upstream on every batch. Before training, the
+representation-health monitors (:mod:`speechssl.upstream.health`) run on a fixed dev subset,
+so that a collapsed upstream is reported in seconds rather than after the probe.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import copy
 import json
 import math
 import re
+import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -208,8 +211,9 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
                 cache_info[role] = info
             sources[role] = FeatureSource(splits[role], upstream=upstream, layer_ids=layer_ids, cached=cached, cfg=cfg, device=device)
         cache_info["seconds"] = round(cache_seconds, 2)
+        health = _dev_health(cfg, upstream, layer_ids, sources["dev"], device)
         return _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits, run_dir, device,
-                                cache_info, started, key, progress, cost=(tracker, flops))
+                                cache_info, started, key, progress, cost=(tracker, flops), health=health)
     finally:
         tracker.stop()  # a no-op after a finished run; ends the measurement of a failed one
         for source in sources.values():
@@ -218,7 +222,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
 
 
 def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits, run_dir, device, cache_info,
-                     started, key, progress, cost) -> dict[str, Any]:
+                     started, key, progress, cost, health) -> dict[str, Any]:
     cache_seconds = cache_info["seconds"]
 
     torch.manual_seed(cfg.seed)
@@ -347,6 +351,7 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
         "dev": {"best": best_value, "best_epoch": best_epoch, "epochs_run": len(history)},
         "layer_weights": featurizer.layer_weights(),
         "layers_used": layer_ids,
+        "health": health,
         "upstream_meta": upstream.metadata(),
         "probe_params": sum(p.numel() for p in probe.parameters()) + sum(p.numel() for p in featurizer.parameters()),
         "updates": updates,
@@ -373,6 +378,45 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
     }
     write_text_atomic(run_dir / "result.json", json.dumps(result, indent=2, default=str) + "\n")
     return result
+
+
+def _dev_health(cfg: BenchConfig, upstream, layer_ids: list[int], dev: FeatureSource, device) -> dict[str, Any] | None:
+    """The health monitors of the used layers on a fixed dev subset (None when ``health_utterances=0``).
+
+    Read from the dev split's feature cache when there is one (no second upstream pass; the
+    fp16 storage moved MFCC, fbank and GE2E numbers by < 1e-5 relative), else computed by
+    running the upstream.
+    The subset does not depend on the seed: every run of an upstream reports the same numbers.
+    """
+    from speechssl.upstream.health import (
+        DEFAULT_FRAMES_PER_UTTERANCE,
+        HealthAccumulator,
+        collapse_warnings,
+        health_subset,
+        upstream_health,
+    )
+
+    if cfg.health_utterances == 0:
+        return None
+    t0 = time.perf_counter()
+    if dev.cached is None:
+        health = upstream_health(upstream, dev.cuts, max_utterances=cfg.health_utterances, device=device,
+                                 layers=layer_ids)
+    else:
+        subset = health_subset(dev.cuts, cfg.health_utterances)
+        per_utterance = DEFAULT_FRAMES_PER_UTTERANCE
+        accumulator = HealthAccumulator(max_frames=max(len(subset), 1) * per_utterance,
+                                        frames_per_utterance=per_utterance, layer_ids=layer_ids)
+        for cut in subset:
+            frames = torch.from_numpy(np.asarray(dev.cached[cut.id], dtype=np.float32)).transpose(0, 1)  # [L, T, D]
+            accumulator.update(list(frames[:, None]), torch.tensor([frames.shape[1]]), [cut.id])
+        health = accumulator.result()
+        health["warnings"] = collapse_warnings(health, health["dim"])
+    health["source"] = "upstream" if dev.cached is None else "cache"
+    health["seconds"] = round(time.perf_counter() - t0, 2)
+    for warning in health["warnings"]:
+        print(f"{cfg.upstream}: {warning}", file=sys.stderr, flush=True)
+    return health
 
 
 def _open_cache(cfg: BenchConfig, upstream, cuts: list, layer_ids: list[int], device, progress: bool):
@@ -410,4 +454,10 @@ def format_result(result: dict[str, Any]) -> str:
         lines.append(f"  cached features {entry_bytes / 1e6:.0f} MB (cache directory {total / 1e9:.2f} GB)")
     if top is not None:
         lines.append(f"  heaviest layer {result['layers_used'][top]} (weight {weights[top]:.3f} of {len(weights)})")
+    health = result.get("health")
+    if health:  # absent from results written before the monitors existed
+        from speechssl.upstream.health import health_summary
+
+        lines.append(f"  {health_summary(health)}")
+        lines += [f"  {warning}" for warning in health.get("warnings", [])]
     return "\n".join(lines)
