@@ -131,6 +131,8 @@ def test_training_writes_monitors_and_checkpoints(tiny_corpus, tmp_path):
     valid = read_metrics(tmp_path / "run", "valid")
     assert [r["step"] for r in train] == [1, 2, 3, 4]
     assert [r["step"] for r in valid] == [2, 4]
+    # Representation health of every layer (input + 2 Transformer layers) at each validation.
+    assert len(valid[0]["health_effective_rank"]) == 3 and all(r > 1 for r in valid[0]["health_effective_rank"])
     first = train[0]
     for key in ("loss", "contrastive", "diversity", "penalty", "accuracy", "perplexity", "lr", "grad_norm",
                 "hours_seen", "temperature", "codeword_cos_mean"):

@@ -94,13 +94,52 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_hf(args: argparse.Namespace) -> int:
-    from speechssl.models.hf import export_hf
+    from speechssl.models.hf import export_hf, export_hubert
+    from speechssl.models.objectives import Wav2Vec2Pretraining
     from speechssl.pretrain.checkpoint import load_pretraining_model
 
     model, cfg = load_pretraining_model(args.checkpoint)
-    out = export_hf(model, args.out, do_normalize=cfg.data.normalize_waveform, overwrite=args.overwrite,
-                    encoder_only=args.encoder_only)
-    print(f"wrote {out} (load with transformers.Wav2Vec2Model.from_pretrained or speechssl's import_hf)")
+    is_wav2vec2 = isinstance(model, Wav2Vec2Pretraining)
+    # auto: a wav2vec 2.0 run keeps its quantizer/heads; any other objective's encoder is HuBERT's network.
+    fmt = ("wav2vec2" if is_wav2vec2 else "hubert") if args.format == "auto" else args.format
+    normalize = cfg.data.normalize_waveform
+    if fmt == "hubert":
+        out = export_hubert(model.encoder, args.out, do_normalize=normalize, overwrite=args.overwrite)
+        cls = "HubertModel"
+    else:
+        out = export_hf(model if is_wav2vec2 else model.encoder, args.out, do_normalize=normalize,
+                        overwrite=args.overwrite, encoder_only=args.encoder_only)
+        cls = "Wav2Vec2Model"
+    print(f"wrote {out} (load with transformers.{cls}.from_pretrained or speechssl's import_hf)")
+    return 0
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    import time
+
+    from speechssl.errors import ConfigError
+    from speechssl.targets import TargetSet, build_targets, format_summary
+
+    splits = [name.strip() for name in args.splits.split(",")]
+    if not all(splits):
+        raise ConfigError(f"--splits takes comma-separated split names, got {args.splits!r}")
+    started = time.time()
+    path = build_targets(
+        args.upstream, args.data, args.out, k=args.k, frame_ms=args.frame_ms, layer=args.layer, splits=splits,
+        max_fit_frames=args.max_fit_frames, seed=args.seed, cache_dir=args.cache_dir, device=args.device,
+        progress=not args.no_progress,
+    )
+    print(format_summary(TargetSet.open(path), since=started))
+    print(f"total {time.time() - started:.1f} s")
+    return 0
+
+
+def _cmd_targets_quality(args: argparse.Namespace) -> int:
+    from speechssl.targets.quality import evaluate_target_set, format_quality, write_quality
+
+    result = evaluate_target_set(args.target_dir, args.data, args.split)
+    print(format_quality(result))
+    print(f"wrote {write_quality(result)}")
     return 0
 
 
@@ -362,17 +401,59 @@ def build_parser() -> argparse.ArgumentParser:
     pre.set_defaults(handler=_cmd_pretrain)
 
     export = verbs.add_parser(
-        "export-hf", help="write a pretraining checkpoint as a transformers Wav2Vec2 directory",
+        "export-hf", help="write a pretraining checkpoint as a transformers Wav2Vec2 or HuBERT directory",
         description="Convert a speechssl pretraining checkpoint (runs/.../checkpoints/*.pt) into "
                     "config.json + model.safetensors + preprocessor_config.json that "
-                    "transformers' Wav2Vec2Model / Wav2Vec2ForPreTraining .from_pretrained(DIR) load.")
+                    "transformers' Wav2Vec2Model / Wav2Vec2ForPreTraining (or, with --format hubert, "
+                    "HubertModel) .from_pretrained(DIR) load.")
     _add_common(export)
     export.add_argument("checkpoint", type=Path, help="checkpoint file, e.g. runs/pretrain/checkpoints/best.pt")
     export.add_argument("--out", type=Path, required=True, help="output directory")
+    export.add_argument("--format", choices=("auto", "wav2vec2", "hubert"), default="auto",
+                        help="transformers layout: wav2vec2 (with the pretraining heads) or hubert (encoder "
+                             "only); auto (default) picks wav2vec2 for a wav2vec 2.0 run, hubert otherwise")
     export.add_argument("--encoder-only", action="store_true",
                         help="only the encoder (Wav2Vec2Model keys), without quantizer and projection heads")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     export.set_defaults(handler=_cmd_export_hf)
+
+    targets = verbs.add_parser(
+        "targets", help="HuBERT pretraining targets: k-means labels of an upstream's frames, per encoder frame",
+        description="Cluster one layer of an upstream (mfcc for HuBERT iteration 1, ckpt:<run> or hf:<dir> "
+                    "for later ones) with k-means fitted on a sample of the train split, and store per-utterance "
+                    "labels at the encoder's frame rate for each split. Features come from the feature cache; "
+                    "re-running with the same inputs reuses the set. See docs/pretraining.md, 'Targets'.")
+    _add_common(targets)
+    targets.add_argument("--upstream", required=True, help="mfcc | fbank | hf:<local dir> | ckpt:<path> ...")
+    targets.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help=f"corpus directory (default {DEFAULT_DATA_DIR})")
+    targets.add_argument("--out", type=Path, default=Path("runs/targets"),
+                         help="directory of target sets; each set is a subdirectory named after its inputs "
+                              "(default runs/targets)")
+    targets.add_argument("--k", type=int, default=100, help="clusters (default 100)")
+    targets.add_argument("--frame-ms", type=int, default=20, choices=[20, 40, 80],
+                         help="frame period of the encoder the labels are for (default 20)")
+    targets.add_argument("--layer", type=int, default=None, help="upstream layer to cluster (default: the last)")
+    targets.add_argument("--splits", default="train,dev", help="splits to label, comma-separated (default train,dev)")
+    targets.add_argument("--max-fit-frames", type=int, default=100_000,
+                         help="frames sampled from train to fit k-means (default 100000)")
+    targets.add_argument("--seed", type=int, default=0, help="seed of the sample and of k-means (default 0)")
+    targets.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default runs/feature_cache)")
+    targets.add_argument("--device", default=None, help="device for the upstream when features are not cached")
+    targets.add_argument("--no-progress", action="store_true", help="no progress bars")
+    targets.set_defaults(handler=_cmd_targets)
+
+    quality = verbs.add_parser(
+        "targets-quality", help="phone purity, cluster purity and PNMI of a target set against phone alignments",
+        description="Compare a target set's per-frame labels with the corpus's phone alignments (the phone under "
+                    "each encoder frame's centre): phone and cluster purity, PNMI and cluster usage (HuBERT, "
+                    "Sec. IV-D), on all frames and on speech frames only. Prints a table and records it under "
+                    "the split in <set>/quality.json.")
+    _add_common(quality)
+    quality.add_argument("target_dir", type=Path, help="a target set directory (or a directory holding one set)")
+    quality.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
+                         help=f"corpus directory with manifests/alignments_<split>.jsonl.gz (default {DEFAULT_DATA_DIR})")
+    quality.add_argument("--split", default="dev", help="split to measure on (default dev)")
+    quality.set_defaults(handler=_cmd_targets_quality)
 
     bench = verbs.add_parser(
         "bench", help="train and score a probe on one downstream task for one upstream",

@@ -99,6 +99,9 @@ class PretrainConfig:
         0, min=0, help="updates between gradient-variance estimates (needs >= 2 micro-batches; 0 = off)"
     )
     tensorboard: bool = param(True, help="also write TensorBoard event files")
+    health_utterances: int = param(
+        100, min=0, help="dev utterances for the representation-health monitors at every validation (0 = off)"
+    )
 
     def validate(self) -> None:
         if self.objective not in OBJECTIVES:  # Literal above lists them; this guards a new entry

@@ -422,8 +422,35 @@ class Trainer:
         assert totals is not None
         reduced = self.dist.all_reduce_mean(torch.cat([totals, weight[None]]))
         stats = _unflatten_stats(reduced[:-1] / reduced[-1], layout)
+        record = {"split": "valid", "step": self.state.step, **stats, **self._health()}
         self.model.train()
-        return {"split": "valid", "step": self.state.step, **stats}
+        return record
+
+    @torch.no_grad()
+    def _health(self) -> dict[str, Any]:
+        """Representation-health monitors of every layer on the first dev utterances (rank 0).
+
+        The fast signal of a collapsing run: minutes before a probe could say so
+        (speechssl.upstream.health). Unmasked forward passes, same utterances every time.
+        """
+        if not self.cfg.health_utterances or not self.dist.is_main or self.valid_loader is None:
+            return {}
+        from speechssl.upstream.health import HealthAccumulator, collapse_warnings
+
+        accumulator = HealthAccumulator(max_frames=50 * self.cfg.health_utterances)
+        encoder = self.model.encoder
+        for batch in self.valid_loader:
+            batch = batch.to(self.device)
+            with self._autocast():
+                out = encoder(self._waveforms(batch), batch.lengths)
+            accumulator.update([s.float() for s in out.layer_states], out.frame_lengths, batch.cut_ids)
+            if accumulator.num_utterances >= self.cfg.health_utterances:
+                break
+        health = accumulator.result()
+        for message in collapse_warnings(health, encoder.cfg.hidden):
+            self._say(f"WARNING step {self.state.step}: {message}")
+        keep = ("effective_rank", "participation_ratio", "anisotropy", "utterance_variance_share", "top_pc_share")
+        return {f"health_{name}": health[name] for name in keep}
 
     # ------------------------------------------------------------------ data stream
 
@@ -612,12 +639,8 @@ def _open_target_sets(cfg: PretrainConfig) -> list[Any]:
     from speechssl.targets.store import TargetSet
 
     sets = [TargetSet.open(path) for path in paths]
-    for path, target_set in zip(paths, sets):
-        if [tuple(layer)[1:] for layer in target_set.conv_layers] != [tuple(layer)[1:] for layer in cfg.encoder.conv_layers]:
-            raise ConfigError(
-                f"target set {path} labels frames of conv layers {target_set.conv_layers}, the encoder has "
-                f"{cfg.encoder.conv_layers}: build targets for this encoder's frame rate (speechssl targets --frame-ms)"
-            )
+    for target_set in sets:
+        target_set.check_encoder(cfg.encoder.conv_layers)
     return sets
 
 

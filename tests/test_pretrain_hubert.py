@@ -1,0 +1,67 @@
+"""HuBERT pretraining end to end on the tiny corpus: MFCC targets -> trainer -> ckpt: upstream."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_W2V2
+
+from speechssl.config import load_config
+from speechssl.errors import ConfigError
+from speechssl.pretrain import PretrainConfig, pretrain, read_metrics
+from speechssl.targets import build_targets
+
+ENCODER = [o for o in TINY_W2V2 if o.startswith("encoder.")]
+HUBERT = [
+    *ENCODER,
+    "encoder.conv_norm=group_norm",
+    "objective=hubert",
+    "hubert.final_dim=16",
+    "hubert.mask_prob=0.5",
+    "hubert.unmasked_weight=1.0",
+    "data.crop_seconds=1.5",
+    "data.micro_batch_seconds=6",
+    "data.num_workers=0",
+    "batch_seconds=6",
+    "optim.warmup_steps=2",
+    "optim.lr=1e-3",
+    "tensorboard=false",
+    "log_every=1",
+    "health_utterances=8",
+]
+
+
+@pytest.fixture(scope="module")
+def mfcc_targets(tiny_corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("targets")
+    return build_targets("mfcc", tiny_corpus, out, k=8, frame_ms=20, splits=("train", "dev"),
+                         max_fit_frames=2000, cache_dir=out / "cache")
+
+
+def hubert_config(data: Path, targets: Path, *extra: str) -> PretrainConfig:
+    return load_config(PretrainConfig, None, [*HUBERT, f"data.dir={data}", f"hubert.targets=[{targets}]", *extra])
+
+
+def test_hubert_trains_and_its_checkpoint_is_an_upstream(tiny_corpus, mfcc_targets, tmp_path):
+    from speechssl.upstream import build_upstream
+
+    cfg = hubert_config(tiny_corpus, mfcc_targets, "steps=3", "save_every=3", "valid_every=3")
+    result = pretrain(cfg, tmp_path / "run", progress=False)
+    train, valid = read_metrics(tmp_path / "run"), read_metrics(tmp_path / "run", "valid")
+    assert [r["step"] for r in train] == [1, 2, 3]
+    for key in ("masked_ce", "unmasked_ce", "masked_accuracy", "unmasked_accuracy", "majority_share", "grad_norm"):
+        assert key in train[0], key
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in train)
+    assert valid[-1]["step"] == 3 and len(valid[-1]["health_effective_rank"]) == 3
+    # The run's config remembers the label count, so the checkpoint loads without the targets.
+    upstream = build_upstream(f"ckpt:{result.last_checkpoint}")
+    out = upstream(torch.randn(2, 16000), torch.tensor([16000, 8000]))
+    assert len(out.layers) == 3 and out.lengths.tolist() == [49, 24]
+
+
+def test_targets_of_another_frame_rate_are_refused(tiny_corpus, mfcc_targets, tmp_path):
+    stride2 = "encoder.conv_layers=[[32,10,5,0],[32,3,2,0],[32,3,2,0],[32,3,2,0],[32,3,2,0],[32,2,2,0],[32,2,2,0],[32,2,2,0]]"
+    cfg = hubert_config(tiny_corpus, mfcc_targets, "steps=1", stride2)
+    with pytest.raises(ConfigError, match="frame"):
+        pretrain(cfg, tmp_path / "run", progress=False)
