@@ -65,3 +65,20 @@ def test_targets_of_another_frame_rate_are_refused(tiny_corpus, mfcc_targets, tm
     cfg = hubert_config(tiny_corpus, mfcc_targets, "steps=1", stride2)
     with pytest.raises(ConfigError, match="frame"):
         pretrain(cfg, tmp_path / "run", progress=False)
+
+
+def test_init_only_writes_the_step_zero_checkpoint_that_training_continues(tiny_corpus, mfcc_targets, tmp_path):
+    from speechssl.pretrain.checkpoint import load_checkpoint, step_checkpoints
+
+    cfg = hubert_config(tiny_corpus, mfcc_targets, "steps=2", "save_every=2", "valid_every=2")
+    init = pretrain(cfg, tmp_path / "run", progress=False, init_only=True)
+    assert [s for s, _ in step_checkpoints(tmp_path / "run/checkpoints")] == [0]
+    weights = load_checkpoint(init.last_checkpoint)["model"]
+    trained = pretrain(cfg, tmp_path / "run", progress=False)  # continues from step 0
+    assert trained.state.step == 2 and "masked CE" in trained.summary
+    after = load_checkpoint(trained.last_checkpoint)["model"]
+    assert any(not torch.equal(weights[k], after[k]) for k in weights)
+    # A fresh run of the same config starts from the same initial weights.
+    other = pretrain(cfg, tmp_path / "other", progress=False, init_only=True)
+    again = load_checkpoint(other.last_checkpoint)["model"]
+    assert all(torch.equal(weights[k], again[k]) for k in weights)

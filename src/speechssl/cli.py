@@ -79,12 +79,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     if args.data is not None:
         overrides.append(f"data.dir={args.data}")
     cfg = load_config(PretrainConfig, config_file, overrides)
-    result = pretrain(cfg, args.out, fresh=args.fresh, progress=not args.no_progress)
-    summary = result.last_valid or result.last_train
-    if summary:
+    result = pretrain(cfg, args.out, fresh=args.fresh, progress=not args.no_progress, init_only=args.init_only)
+    if result.summary:
+        split = "valid" if result.last_valid else "train"
         print(
-            f"step {result.state.step}: {summary['split']} loss {summary['loss']:.3f} "
-            f"(contrastive {summary['contrastive']:.3f}, accuracy {summary['accuracy']:.3f}); "
+            f"step {result.state.step}: {split} {result.summary}; "
             f"{result.state.seconds_seen / 3600:.2f} h of audio seen in {result.state.wall_seconds:.0f} s"
         )
     print(f"checkpoint: {result.last_checkpoint}")
@@ -395,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"run directory (default {DEFAULT_PRETRAIN_DIR})")
     pre.add_argument("--data", type=Path, default=None, help="manifest directory (sets data.dir)")
     pre.add_argument("--fresh", action="store_true", help="delete earlier checkpoints in --out and start over")
+    pre.add_argument("--init-only", action="store_true",
+                     help="only write the step-0 checkpoint (initial weights): the random-init baseline of "
+                          "this architecture, benchmarked as ckpt:<out>")
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
     pre.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                      help="dotted config overrides, e.g. optim.lr=1e-3 steps=500 (see `speechssl config-keys pretrain`)")

@@ -128,10 +128,7 @@ def _stage_pretrain(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResu
     records = read_metrics(run_dir, "valid") or read_metrics(run_dir, "train")
     if records:
         final = records[-1]
-        from speechssl.pretrain.checkpoint import load_pretraining_model
-
-        model, _ = load_pretraining_model(result.last_checkpoint or run_dir)
-        print(f"step {final['step']}: {final['split']} {model.summary(final)}")
+        print(f"step {final['step']}: {final['split']} {result.summary}")
     status = "reused" if finished else "ran"
     return StageResult("pretrain", status, time.perf_counter() - start, result.last_checkpoint or run_dir)
 

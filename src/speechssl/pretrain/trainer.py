@@ -75,6 +75,8 @@ class PretrainResult:
     best_checkpoint: Path | None
     last_train: dict[str, Any] = field(default_factory=dict)
     last_valid: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+    """The objective's one-line summary of the last valid (else train) record."""
 
 
 @dataclass
@@ -105,15 +107,20 @@ class Distributed:
         return values
 
 
-def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, fresh: bool = False, progress: bool = True) -> PretrainResult:
+def pretrain(
+    cfg: PretrainConfig, out_dir: str | Path, *, fresh: bool = False, progress: bool = True, init_only: bool = False
+) -> PretrainResult:
     """Train ``cfg`` into ``out_dir``, continuing from its newest checkpoint if it has one.
 
     ``fresh`` deletes an earlier run's checkpoints and metrics in ``out_dir`` first.
+    ``init_only`` writes the step-0 checkpoint (the initial weights: the random-init
+    baseline of the same architecture, usable as ``ckpt:<out_dir>``) and stops; training
+    the same config in the same directory later continues from it.
     """
     check(cfg)
     trainer = Trainer(cfg, Path(out_dir), progress=progress)
     try:
-        return trainer.run(fresh=fresh)
+        return trainer.run(fresh=fresh, init_only=init_only)
     finally:
         trainer.close()
 
@@ -213,7 +220,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ run
 
-    def run(self, *, fresh: bool) -> PretrainResult:
+    def run(self, *, fresh: bool, init_only: bool = False) -> PretrainResult:
         cfg = self.cfg
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +236,11 @@ class Trainer:
         if self.dist.is_main:
             save_config(cfg, self.out_dir / "config.yaml")
         self._announce(resumed)
+        if init_only:
+            path = ckpt.step_path(self.ckpt_dir, self.state.step)
+            if not resumed:
+                self._save(path)
+            return PretrainResult(self.out_dir, self.state, path, None)
 
         train_model: nn.Module = self.forward_model
         if self.dist.active:
@@ -286,6 +298,7 @@ class Trainer:
             best_checkpoint=best if best.is_file() else None,
             last_train=last_train,
             last_valid=last_valid,
+            summary=self.model.summary(last_valid or last_train) if (last_valid or last_train) else "",
         )
 
     def close(self) -> None:
