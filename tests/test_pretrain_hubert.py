@@ -82,3 +82,59 @@ def test_init_only_writes_the_step_zero_checkpoint_that_training_continues(tiny_
     other = pretrain(cfg, tmp_path / "other", progress=False, init_only=True)
     again = load_checkpoint(other.last_checkpoint)["model"]
     assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+def test_denoising_mixes_inputs_and_logs_it(tiny_corpus, mfcc_targets, tmp_path):
+    cfg = hubert_config(tiny_corpus, mfcc_targets, "steps=2", "save_every=2", "valid_every=2",
+                        "data.mixing.prob=1.0", f"data.mixing.noise_dir={tiny_corpus / 'noise'}")
+    pretrain(cfg, tmp_path / "run", progress=False)
+    train = read_metrics(tmp_path / "run")
+    assert all(r["fraction_mixed"] == 1.0 for r in train)
+
+
+def test_sigkill_then_resume_is_exact_across_the_stage_boundary(tiny_corpus, mfcc_targets, tmp_path):
+    """Stage 1 (language-sampled), then stage 2 on the balanced subset; kill -9 right after the
+    boundary checkpoint, resume: every logged number and the final weights equal a straight run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from speechssl.pretrain.checkpoint import load_checkpoint
+
+    root = Path(__file__).resolve().parents[1]
+    args = [*HUBERT, f"data.dir={tiny_corpus}", f"hubert.targets=[{mfcc_targets}]", "steps=3", "stage2.steps=3",
+            "stage2.hours_per_language=0.002", "data.language_alpha=0.5", "save_every=2", "valid_every=3",
+            "data.num_workers=1"]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+
+    def cli(out: Path) -> list[str]:
+        return [sys.executable, "-m", "speechssl.cli", "pretrain", "--out", str(out), "--no-progress", *args]
+
+    straight = subprocess.run(cli(tmp_path / "straight"), env=env, capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+    assert "stage 2 at step 3" in straight.stderr
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (killed / "checkpoints/step_00000003.pt").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert (killed / "checkpoints/step_00000003.pt").exists(), "the run never reached the boundary"
+    assert not (killed / "checkpoints/step_00000006.pt").exists(), "the run finished before the kill"
+    resumed = subprocess.run(cli(killed), env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+
+    def comparable(records):
+        return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in records]
+
+    for split in ("train", "valid"):
+        assert comparable(read_metrics(killed, split)) == comparable(read_metrics(tmp_path / "straight", split))
+    train = read_metrics(killed)
+    assert [r["stage"] for r in train] == [1, 1, 1, 2, 2, 2]
+    assert set(train[-1]["hours_by_language"]) >= {"en", "fr"}
+    a = load_checkpoint(killed / "checkpoints/step_00000006.pt")["model"]
+    b = load_checkpoint(tmp_path / "straight/checkpoints/step_00000006.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

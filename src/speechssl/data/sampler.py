@@ -9,6 +9,10 @@ whose shortest and longest utterances differ by more than 10 s are discarded.
 break the spread rule is not thrown away with its batch, it stays in the queue and
 starts a later batch. Every cut therefore appears exactly once per epoch.
 
+With ``language_alpha`` set, an epoch is first drawn language by language so that
+language l gets a share p_l ∝ n_l^α of the epoch's seconds (XLSR / XLS-R, see
+:mod:`speechssl.data.balance`), then bucketed the same way.
+
 Batches are lhotse ``CutSet`` objects, so the sampler plugs into a
 ``torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None)``.
 """
@@ -26,6 +30,14 @@ import numpy as np
 from lhotse import CutSet
 from torch.utils.data import Sampler
 
+from speechssl.data.balance import (
+    LanguageStream,
+    cut_language,
+    indices_by_language,
+    language_probabilities,
+    sum_by_language,
+    validate_language_alpha,
+)
 from speechssl.errors import ConfigError
 
 SAMPLE_RATE = 16_000
@@ -123,6 +135,22 @@ class DurationBucketSampler(Sampler[CutSet]):
     walks through epochs even without ``set_epoch`` (which still works as in lhotse
     and PyTorch).
 
+    Language balance (``language_alpha`` = α, off when None): each epoch is drawn anew
+    so that language l gets ``p_l · E`` seconds, with ``p_l = n_l^α / Σ n^α``, n_l the
+    seconds of language l and E = ``epoch_seconds`` (default: the whole corpus, so an
+    epoch lasts as long as without balancing). Balance is in **seconds** of audio, the
+    durations the sampler plans with (capped by ``max_cut_seconds``), not in utterance
+    counts. A downsampled language is drawn without replacement, also across epochs (its
+    cuts are used once each before any repeats); an upsampled one repeats its cuts about
+    evenly (:class:`~speechssl.data.balance.LanguageStream`). The drawn copies are then
+    bucketed as above, in bins re-made per epoch. Two copies of a cut never share a
+    batch: a copy that meets its twin waits for the next batch, and copies left over at
+    the end of a bin move on to the next bin rather than forming near-empty batches (a
+    language upsampled far beyond its number of distinct cuts still gives some thin
+    batches). "Every cut exactly once" becomes "every drawn copy exactly once";
+    determinism, resume and DDP sharding hold as before. The language is
+    ``cut.supervisions[0].language`` and every cut must have one.
+
     The cuts' metadata is held in memory (a lazy ``CutSet`` is read once); no audio is
     touched.
     """
@@ -141,6 +169,8 @@ class DurationBucketSampler(Sampler[CutSet]):
         rank: int = 0,
         max_cut_seconds: float | None = None,
         group_size: int = 1,
+        language_alpha: float | None = None,
+        epoch_seconds: float | None = None,
     ) -> None:
         super().__init__()
         _require_positive("batch_seconds", batch_seconds)
@@ -156,6 +186,14 @@ class DurationBucketSampler(Sampler[CutSet]):
             raise ConfigError(f"rank must be an integer in [0, {world_size}) for world_size={world_size}, got {rank!r}")
         if not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+        if language_alpha is not None:
+            validate_language_alpha(language_alpha)
+        if epoch_seconds is not None:
+            if language_alpha is None:
+                raise ConfigError("epoch_seconds needs language_alpha (language_alpha=1.0 keeps natural frequencies)")
+            _require_positive("epoch_seconds", epoch_seconds)
+            if epoch_seconds < batch_seconds:
+                raise ConfigError(f"epoch_seconds={epoch_seconds:g} is less than one batch ({batch_seconds:g} s)")
 
         self.batch_seconds = float(batch_seconds)
         self.queue_size = queue_size
@@ -179,10 +217,18 @@ class DurationBucketSampler(Sampler[CutSet]):
         self._validate_cuts()
         self.bin_size = bin_size if bin_size is not None else self._auto_bin_size()
 
+        self.language_alpha = None if language_alpha is None else float(language_alpha)
+        self.epoch_seconds = None if epoch_seconds is None else float(epoch_seconds)
+        self._streams: list[tuple[LanguageStream, float]] = []  # (stream, its seconds per epoch)
+        if self.language_alpha is not None:
+            self._streams = self._language_streams()
+
         # Bins are fixed for the whole run (only the visiting order inside them is
-        # random); a stable sort keeps equal durations in input order, so the bins do
-        # not depend on anything but the cut list.
-        by_duration = np.argsort(np.asarray(self._durations), kind="stable").tolist()
+        # random; language balancing re-makes them per epoch from its draw); a stable sort
+        # keeps equal durations in input order, so the bins do not depend on anything but
+        # the cut list.
+        self._by_duration = np.argsort(np.asarray(self._durations), kind="stable")
+        by_duration = self._by_duration.tolist()
         self._bins: list[list[int]] = [
             by_duration[i : i + self.bin_size] for i in range(0, len(by_duration), self.bin_size)
         ]
@@ -318,8 +364,31 @@ class DurationBucketSampler(Sampler[CutSet]):
 
     @property
     def hours_per_epoch(self) -> float:
-        """Hours of audio in one epoch over all ranks (every cut once)."""
+        """Hours of audio in one epoch over all ranks.
+
+        Every cut once; with language balance the target (``epoch_seconds`` or the corpus),
+        which each epoch's draw meets within about one cut per language.
+        """
+        if self._streams:
+            return math.fsum(target for _, target in self._streams) / 3600.0
         return math.fsum(self._durations) / 3600.0
+
+    def seconds_by_language(self, epoch: int | None = None, *, all_ranks: bool = True) -> dict[str, float]:
+        """Planned seconds per language in ``epoch`` (default: current), all ranks or this rank's.
+
+        Seconds are the planning durations (capped by ``max_cut_seconds``); a cut without a
+        language counts as ``"und"``.
+        """
+        epoch = self.epoch if epoch is None else epoch
+        batches = self._global_plan(epoch) if all_ranks else self._rank_plan(epoch)
+        indices = [i for batch in batches for i in batch]
+        return sum_by_language((cut_language(self._cuts[i]) for i in indices), (self._durations[i] for i in indices))
+
+    @property
+    def language_shares(self) -> dict[str, float]:
+        """Each language's target share of an epoch's seconds ({} when balancing is off)."""
+        total = math.fsum(target for _, target in self._streams)
+        return {stream.language: target / total for stream, target in self._streams}
 
     # ------------------------------------------------------------------ internals
 
@@ -334,18 +403,51 @@ class DurationBucketSampler(Sampler[CutSet]):
         # A SeedSequence over (seed, epoch) gives independent streams per epoch that
         # every rank reproduces without communication.
         rng = np.random.default_rng([self.seed, epoch])
+        bins = self._bins if not self._streams else self._balanced_bins(epoch)
         batches: list[list[int]] = []
-        for members in self._bins:
-            order = rng.permutation(members).tolist() if self.shuffle else members
-            batches.extend(self._batches_of_bin(order))
+        carried: list[int] = []  # only language balancing repeats cuts and carries some on
+        for number, members in enumerate(bins):
+            order = rng.permutation(carried + members).tolist() if self.shuffle else carried + members
+            made, carried = self._batches_of_bin(order, may_carry=number + 1 < len(bins))
+            batches.extend(made)
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
+        if not batches:
+            raise ConfigError(f"epoch {epoch} drew no cuts; raise epoch_seconds")
         batches = _split_until_divisible(batches, self.world_size * self.group_size)
         self._plan_cache = (epoch, batches)
         return batches
 
-    def _batches_of_bin(self, order: list[int]) -> list[list[int]]:
-        """Seed 004's priority-queue batching over one bin visited in ``order``."""
+    def _language_streams(self) -> list[tuple[LanguageStream, float]]:
+        groups = indices_by_language(self._cuts)
+        seconds = {lang: math.fsum(self._durations[i] for i in members) for lang, members in groups.items()}
+        probabilities = language_probabilities(seconds, self.language_alpha)
+        epoch_seconds = self.epoch_seconds if self.epoch_seconds is not None else math.fsum(self._durations)
+        return [
+            (
+                LanguageStream(lang, members, self._durations, shuffle=self.shuffle),
+                probabilities[lang] * epoch_seconds,
+            )
+            for lang, members in groups.items()
+        ]
+
+    def _balanced_bins(self, epoch: int) -> list[list[int]]:
+        """This epoch's draw (cut positions, with repeats), sorted by duration and cut into bins."""
+        counts = np.bincount(
+            np.concatenate([stream.draw(epoch, target, seed=self.seed) for stream, target in self._streams]),
+            minlength=len(self._cuts),
+        )
+        laid_out = np.repeat(self._by_duration, counts[self._by_duration]).tolist()
+        return [laid_out[i : i + self.bin_size] for i in range(0, len(laid_out), self.bin_size)]
+
+    def _batches_of_bin(self, order: list[int], may_carry: bool = False) -> tuple[list[list[int]], list[int]]:
+        """Seed 004's priority-queue batching over one bin visited in ``order``.
+
+        Returns the batches and the cuts to carry over to the next bin: with repeated cuts
+        (language balancing) and ``may_carry``, the copies left when the bin runs out of
+        other cuts. A batch takes one copy of a cut, so placing them here would make a
+        batch per copy; in the next bin (the next longer durations) they join full batches.
+        """
         durations = self._durations
         # (duration, index): the index breaks ties so the heap order is deterministic.
         queue: list[tuple[float, int]] = [(durations[i], i) for i in order[: self.queue_size]]
@@ -354,29 +456,49 @@ class DurationBucketSampler(Sampler[CutSet]):
 
         batches: list[list[int]] = []
         batch: list[int] = []
+        in_batch: set[int] = set()
+        # Copies of a cut already in the batch (only language balancing repeats cuts): two
+        # identical rows would waste the batch, so they wait for the next one.
+        deferred: list[tuple[float, int]] = []
         total = 0.0
         shortest = math.inf
         longest = -math.inf
-        while queue:
-            duration, index = queue[0]
-            if batch:
-                spread = max(longest, duration) - min(shortest, duration)
-                if total + duration > self.batch_seconds or spread > self.max_spread_seconds:
-                    # The cut stays queued and will open a later batch instead of being dropped.
-                    batches.append(batch)
-                    batch, total, shortest, longest = [], 0.0, math.inf, -math.inf
+        while queue or deferred:
+            if queue:
+                duration, index = queue[0]
+                if index in in_batch:
+                    deferred.append(heapq.heappop(queue))
+                    if next_in < len(order):
+                        heapq.heappush(queue, (durations[order[next_in]], order[next_in]))
+                        next_in += 1
                     continue
-            heapq.heappop(queue)
-            batch.append(index)
-            total += duration
-            shortest = min(shortest, duration)
-            longest = max(longest, duration)
-            if next_in < len(order):
-                heapq.heappush(queue, (durations[order[next_in]], order[next_in]))
-                next_in += 1
+                if not batch or (
+                    total + duration <= self.batch_seconds
+                    and max(longest, duration) - min(shortest, duration) <= self.max_spread_seconds
+                ):
+                    heapq.heappop(queue)
+                    batch.append(index)
+                    in_batch.add(index)
+                    total += duration
+                    shortest = min(shortest, duration)
+                    longest = max(longest, duration)
+                    if next_in < len(order):
+                        heapq.heappush(queue, (durations[order[next_in]], order[next_in]))
+                        next_in += 1
+                    continue
+            # The cut that does not fit stays queued and will open a later batch instead of
+            # being dropped; so do the deferred copies.
+            batches.append(batch)
+            if deferred and next_in == len(order) and may_carry:
+                return batches, [i for _, i in queue] + [i for _, i in deferred]
+            batch, total, shortest, longest = [], 0.0, math.inf, -math.inf
+            in_batch = set()
+            for item in deferred:
+                heapq.heappush(queue, item)
+            deferred = []
         if batch:
             batches.append(batch)
-        return batches
+        return batches, []
 
     def _auto_bin_size(self) -> int:
         """Bins of about ten batches' worth of cuts, at least a queue, at most seed 004's 5000.
@@ -411,7 +533,7 @@ class DurationBucketSampler(Sampler[CutSet]):
             )
 
     def _config(self) -> dict[str, Any]:
-        return {
+        config = {
             "batch_seconds": self.batch_seconds,
             "bin_size": self.bin_size,
             "queue_size": self.queue_size,
@@ -421,18 +543,26 @@ class DurationBucketSampler(Sampler[CutSet]):
             "max_cut_seconds": self.max_cut_seconds,
             "group_size": self.group_size,
         }
+        # Only when set, so states and fingerprints without balancing stay as they were.
+        if self.language_alpha is not None:
+            config["language_alpha"] = self.language_alpha
+            config["epoch_seconds"] = self.epoch_seconds
+        return config
 
     def _compute_fingerprint(self) -> str:
         digest = hashlib.sha256()
         digest.update(json.dumps(self._config(), sort_keys=True).encode())
         digest.update("\0".join(self._ids).encode())
         digest.update(np.asarray(self._durations, dtype=np.float64).tobytes())
+        if self.language_alpha is not None:  # relabelled languages change the draw
+            digest.update("\0".join(str(cut_language(c)) for c in self._cuts).encode())
         return digest.hexdigest()
 
     def _mismatch_message(self, state: dict[str, Any]) -> str:
         saved = state.get("config", {})
         now = self._config()
-        changed = [f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in now if saved.get(k) != now[k]]
+        keys = list(now) + [k for k in saved if k not in now]
+        changed = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
         if changed:
             return f"sampler state was saved with a different config: {', '.join(changed)}"
         return (

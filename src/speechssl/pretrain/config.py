@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Optional
 
 from speechssl.config import param
+from speechssl.data.mixing import MixingConfig
 from speechssl.errors import ConfigError
 from speechssl.models.config import EncoderConfig
 from speechssl.models.objectives import OBJECTIVES, ContrastiveConfig, HubertConfig
@@ -25,6 +26,23 @@ class PretrainDataConfig:
     num_workers: int = param(1, min=0, help="DataLoader worker processes")
     normalize_waveform: bool = param(
         False, help="zero-mean unit-variance per utterance (HF do_normalize; LARGE models use it)"
+    )
+    language_alpha: Optional[float] = param(
+        None, min=0.0, help="sample languages with p ~ hours^alpha (1 = natural, 0 = uniform; null = off)"
+    )
+    mixing: MixingConfig = field(default_factory=MixingConfig)
+    """Denoising (WavLM / WavLabLM): mix other utterances or noise into training inputs;
+    targets stay the primary utterance's."""
+
+
+@dataclass
+class Stage2Config:
+    """WavLabLM's second stage: continue on a language-balanced subset of the train split."""
+
+    steps: int = param(0, min=0, help="updates of stage 2, after the `steps` of stage 1 (0 = one stage only)")
+    hours_per_language: float = param(1.0, gt=0.0, help="at most this many hours of each language (seeded subset)")
+    language_alpha: Optional[float] = param(
+        None, min=0.0, help="language sampling inside the subset (null = as drawn, i.e. already balanced)"
     )
 
 
@@ -79,7 +97,8 @@ class PretrainConfig:
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     optim: OptimConfig = field(default_factory=_tiny_optim)
 
-    steps: int = param(450, min=1, help="optimizer updates to run")
+    steps: int = param(450, min=1, help="optimizer updates to run (of stage 1 when stage2.steps > 0)")
+    stage2: Stage2Config = field(default_factory=Stage2Config)
     batch_seconds: float = param(
         60.0, gt=0.0, help="seconds of audio per update, all processes and micro-batches together"
     )
@@ -117,6 +136,11 @@ class PretrainConfig:
                 f"data.crop_seconds ({self.data.crop_seconds}) exceeds data.micro_batch_seconds "
                 f"({self.data.micro_batch_seconds}): one crop must fit in a micro-batch"
             )
+
+    @property
+    def total_steps(self) -> int:
+        """Updates of the whole run, every stage; the LR schedule spans them all."""
+        return self.steps + self.stage2.steps
 
     def peak_lr(self) -> float:
         """The peak learning rate after seed 004's batch-size heuristic (if any)."""

@@ -63,6 +63,9 @@ class Monitor:
                 elif isinstance(value, list):
                     for i, item in enumerate(value):
                         writer.add_scalar(f"{split}/{key}_{i}", item, step)
+                elif isinstance(value, dict):  # e.g. hours_by_language
+                    for name, item in value.items():
+                        writer.add_scalar(f"{split}/{key}/{name}", item, step)
             writer.flush()
 
     def close(self) -> None:

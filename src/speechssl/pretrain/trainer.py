@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from speechssl.config import check, save_config, to_dict
 from speechssl.data.collate import AudioBatch, make_dataloader, normalize_waveforms
 from speechssl.data.manifests import available_splits, load_cuts
+from speechssl.data.mixing import BatchMixer
 from speechssl.errors import ConfigError, SpeechSSLError
 from speechssl.models.objectives import OBJECTIVES, build_objective
 from speechssl.pretrain import checkpoint as ckpt
@@ -44,7 +45,9 @@ from speechssl.pretrain.schedules import lr_at
 
 # Config sections that define the run; changing any of them makes a checkpoint in the
 # run directory incompatible. Logging/saving cadence and the step budget may change.
-_RUN_DEFINING = ("encoder", "objective", "wav2vec2", "hubert", "data", "optim", "batch_seconds", "seed", "precision")
+_RUN_DEFINING = (
+    "encoder", "objective", "wav2vec2", "hubert", "data", "optim", "batch_seconds", "seed", "precision", "stage2",
+)
 
 
 class TrainingDiverged(SpeechSSLError):
@@ -65,6 +68,10 @@ class TrainState:
     best_valid: float = math.inf
     best_step: int = -1
     wall_seconds: float = 0.0
+    stage: int = 1
+    """1, or 2 once the run continues on the language-balanced subset (cfg.stage2)."""
+    seconds_by_language: dict[str, float] = field(default_factory=dict)
+    """Audio seconds seen per language (this process's batches x world size)."""
 
 
 @dataclass
@@ -161,7 +168,8 @@ class Trainer:
         if cfg.compile:
             self.forward_model = torch.compile(self.model)
 
-        self.train_loader = self._loader(cfg.data.train_split, shuffle=True, group_size=self.accumulation)
+        self.mixer = BatchMixer.from_config(cfg.data.mixing)  # None unless denoising is on
+        self.train_loader = self._train_loader(stage=1)
         self.valid_loader = self._loader(cfg.data.valid_split, shuffle=False) if cfg.data.valid_split else None
         self.monitor = Monitor(out_dir, tensorboard=cfg.tensorboard, enabled=self.dist.is_main)
         # Warmup is allowed to sit at chance; collapse checks start after it.
@@ -193,7 +201,24 @@ class Trainer:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _loader(self, split: str, *, shuffle: bool, group_size: int = 1) -> torch.utils.data.DataLoader:
+    def _train_loader(self, stage: int) -> torch.utils.data.DataLoader:
+        """Stage 1: the train split (language-sampled with data.language_alpha); stage 2: a
+        seeded language-balanced subset of it (WavLabLM's multi-stage pretraining)."""
+        if stage == 1:
+            return self._loader(self.cfg.data.train_split, shuffle=True, group_size=self.accumulation,
+                                language_alpha=self.cfg.data.language_alpha)
+        from speechssl.data.balance import balanced_subset
+
+        stage2 = self.cfg.stage2
+        return self._loader(
+            self.cfg.data.train_split, shuffle=True, group_size=self.accumulation,
+            language_alpha=stage2.language_alpha,
+            select=lambda cuts: balanced_subset(cuts, stage2.hours_per_language, seed=self.cfg.seed),
+        )
+
+    def _loader(
+        self, split: str, *, shuffle: bool, group_size: int = 1, language_alpha: float | None = None, select=None
+    ) -> torch.utils.data.DataLoader:
         data = self.cfg.data
         if split not in available_splits(data.dir):
             raise ConfigError(
@@ -201,6 +226,8 @@ class Trainer:
             )
         cuts = load_cuts(data.dir, split)
         cuts = [c for c in cuts if c.duration >= data.min_seconds]
+        if select is not None:
+            cuts = select(cuts)
         if not cuts:
             raise ConfigError(f"no utterance of split {split!r} is at least data.min_seconds={data.min_seconds} long")
         return make_dataloader(
@@ -214,6 +241,7 @@ class Trainer:
             # Frame-level targets stay aligned when crops start on a frame boundary.
             crop_multiple=self.cfg.encoder.total_stride if self.target_sets else 1,
             shuffle=shuffle,
+            language_alpha=language_alpha,
             group_size=group_size,
             pin_memory=self.device.type == "cuda",
         )
@@ -256,12 +284,14 @@ class Trainer:
         bar = self._progress_bar()
         started = time.perf_counter() - self.state.wall_seconds
 
-        while self.state.step < cfg.steps:
+        while self.state.step < cfg.total_steps:
+            if self.state.step == cfg.steps and self.state.stage == 1 and cfg.stage2.steps:
+                stream = self._enter_stage2()
             step = self.state.step
             record = self._update(train_model, stream, step)
             self.state.step += 1
             self.state.wall_seconds = time.perf_counter() - started
-            done = self.state.step == cfg.steps
+            done = self.state.step == cfg.total_steps
 
             if self.state.step % cfg.log_every == 0 or done:
                 record.update(self._slow_stats())
@@ -278,7 +308,9 @@ class Trainer:
                 if last_valid["loss"] < self.state.best_valid:
                     self.state.best_valid, self.state.best_step = last_valid["loss"], self.state.step
                     self._save(self.ckpt_dir / "best.pt")
-            if self.state.step % cfg.save_every == 0 or done:
+            # A checkpoint at the stage boundary: resuming there starts stage 2 cleanly.
+            boundary = self.state.step == cfg.steps and cfg.stage2.steps > 0
+            if self.state.step % cfg.save_every == 0 or done or boundary:
                 last_saved = self._save(ckpt.step_path(self.ckpt_dir, self.state.step))
                 if self.dist.is_main:
                     ckpt.prune(self.ckpt_dir, cfg.keep_last)
@@ -310,7 +342,7 @@ class Trainer:
 
     def _update(self, train_model: nn.Module, stream: Iterator[AudioBatch], step: int) -> dict[str, Any]:
         cfg = self.cfg
-        lr = lr_at(step, self.peak_lr, cfg.optim, cfg.steps)
+        lr = lr_at(step, self.peak_lr, cfg.optim, cfg.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
@@ -325,7 +357,10 @@ class Trainer:
         for micro in range(self.accumulation):
             batch = next(stream).to(self.device, non_blocking=True)
             micro_seconds.append(batch.seconds)
-            torch.manual_seed(_micro_seed(cfg.seed, step, self.dist.rank * self.accumulation + micro))
+            self._count_languages(batch)
+            micro_seed = _micro_seed(cfg.seed, step, self.dist.rank * self.accumulation + micro)
+            torch.manual_seed(micro_seed)
+            waveforms, mix_stats = self._mixed(batch, micro_seed)
             last = micro == self.accumulation - 1
             # DDP all-reduces on the last micro-batch only; on variance steps not at all
             # (each rank's micro-gradients are needed) and the average is taken below.
@@ -333,11 +368,9 @@ class Trainer:
             context = train_model.no_sync() if self.dist.active and not sync else contextlib.nullcontext()
             with context:
                 with self._autocast():
-                    out = train_model(
-                        self._waveforms(batch), batch.lengths, num_updates=step, targets=self._targets(batch)
-                    )
+                    out = train_model(waveforms, batch.lengths, num_updates=step, targets=self._targets(batch))
                 self.scaler.scale(out.loss / self.accumulation).backward()
-            flat, stats_layout = _flatten_stats(out.stats, self.device)
+            flat, stats_layout = _flatten_stats({**out.stats, **mix_stats}, self.device)
             stats_sum = flat if stats_sum is None else stats_sum + flat
             if variance is not None:
                 variance.after_micro_batch(self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
@@ -385,16 +418,39 @@ class Trainer:
             grad_norm=grad_norm,
             batch_seconds=batch_seconds,
             hours_seen=self.state.seconds_seen / 3600.0,
+            hours_by_language={k: round(v / 3600.0, 5) for k, v in sorted(self.state.seconds_by_language.items())},
+            stage=self.state.stage,
             epoch=self.state.epoch,
             skipped_steps=self.state.skipped_steps,
         )
         record.update(variance_record)
         return record
 
-    def _waveforms(self, batch: AudioBatch) -> Tensor:
+    def _count_languages(self, batch: AudioBatch) -> None:
+        # Each rank counts its own batches; ranks see equal shares, hence the world size.
+        seen = self.state.seconds_by_language
+        for info, samples in zip(batch.supervisions, batch.lengths.tolist()):
+            language = info.get("language") or "und"
+            seen[language] = seen.get(language, 0.0) + samples / batch.sample_rate * self.dist.world_size
+
+    def _waveforms(self, batch: AudioBatch, waveforms: Tensor | None = None) -> Tensor:
+        waveforms = batch.waveforms if waveforms is None else waveforms
         if self.cfg.data.normalize_waveform:
-            return normalize_waveforms(batch.waveforms, batch.lengths)
-        return batch.waveforms
+            return normalize_waveforms(waveforms, batch.lengths)
+        return waveforms
+
+    def _mixed(self, batch: AudioBatch, micro_seed: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """The training input: with denoising on, the batch with interferers mixed in.
+
+        Mixing draws from its own generator seeded by the micro-batch, so it is part of the
+        micro-batch's pure function of (seed, step, index) and resume needs no saved state.
+        The targets are untouched: the model learns to predict the primary's labels.
+        """
+        if self.mixer is None:
+            return self._waveforms(batch), {}
+        generator = torch.Generator(device=batch.waveforms.device).manual_seed((micro_seed + 1) % 2**63)
+        mixed, info = self.mixer(batch.waveforms, batch.lengths, generator)
+        return self._waveforms(batch, mixed), {"fraction_mixed": torch.tensor(float(info["fraction_mixed"]))}
 
     def _targets(self, batch: AudioBatch) -> Tensor | None:
         """[B, T', n_sets] labels of the batch's crops at the encoder's frames (-1 = none)."""
@@ -467,6 +523,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ data stream
 
+    def _enter_stage2(self) -> Iterator[AudioBatch]:
+        """Switch the data to stage 2's balanced subset; returns the new micro-batch stream."""
+        self.state.stage = 2
+        self.state.epoch = 0
+        self.state.batches_in_epoch = 0
+        self.train_loader = self._train_loader(stage=2)
+        hours = self.train_loader.sampler.seconds_by_language(0)
+        self._say(
+            f"stage 2 at step {self.state.step}: language-balanced subset, "
+            + ", ".join(f"{lang} {sec / 3600:.2f} h" for lang, sec in sorted(hours.items()))
+        )
+        return self._micro_batches()
+
     def _micro_batches(self) -> Iterator[AudioBatch]:
         """An endless stream of micro-batches that walks through epochs and can resume mid-epoch."""
         sampler = self.train_loader.sampler
@@ -518,6 +587,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.state = TrainState(**state["train_state"])
+        if self.state.stage == 2:  # the sampler state belongs to the balanced subset's loader
+            self.train_loader = self._train_loader(stage=2)
         self.train_loader.sampler.load_state_dict(state["sampler"])
         self.monitor.truncate_after(self.state.step)
         return True
@@ -540,7 +611,9 @@ class Trainer:
             f"{self.dist.world_size} process(es) x {self.accumulation} micro-batch(es) of <= "
             f"{cfg.data.micro_batch_seconds:g} s = ~{cfg.batch_seconds:g} s per update; "
             f"peak lr {self.peak_lr:.3g} ({cfg.optim.schedule}, scaling={cfg.optim.lr_scaling}); "
-            f"{cfg.steps} updates -> {self.out_dir}"
+            f"{cfg.total_steps} updates"
+            + (f" ({cfg.steps} + {cfg.stage2.steps} on the language-balanced subset)" if cfg.stage2.steps else "")
+            + f" -> {self.out_dir}"
         )
 
     def _progress_bar(self):  # type: ignore[no-untyped-def]
@@ -550,7 +623,7 @@ class Trainer:
 
         interactive = sys.stderr.isatty()
         return tqdm(
-            total=self.cfg.steps,
+            total=self.cfg.total_steps,
             initial=self.state.step,
             desc="pretrain",
             unit="step",

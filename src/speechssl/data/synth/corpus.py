@@ -5,7 +5,9 @@
     OUT/corpus.json                                description, label sets, counts, config
     OUT/audio/<split>/<speaker>/<utt_id>.flac      16 kHz mono FLAC (PCM_16)
     OUT/manifests/{recordings,supervisions,cuts}_<split>.jsonl.gz   lhotse manifests
+    OUT/manifests/alignments_<split>.jsonl.gz      phone alignments (:mod:`speechssl.data.alignments`)
     OUT/trials/asv_test.tsv                        speaker-verification trials on test speakers
+    OUT/noise/, OUT/audio/{dev,test}_noisy/, ...   noise clips and noisy dev/test (see :mod:`.noise`)
 
 Every utterance is planned up front from one seeded generator (language,
 speaker, emotion, meaning, template, augmentation, a per-utterance seed), then
@@ -34,7 +36,8 @@ import numpy as np
 
 from speechssl import __version__
 from speechssl.config import check, param, to_dict
-from speechssl.data.synth import content
+from speechssl.data.alignments import alignment_path
+from speechssl.data.synth import content, noise
 from speechssl.data.synth.augment import AUGMENTATIONS
 from speechssl.data.synth.content import LANGUAGES, Meaning, Sentence
 from speechssl.data.synth.prosody import EMOTION_NAMES, Prosody, sample_prosody
@@ -48,7 +51,7 @@ CORPUS_NAME = "speechssl-synth"
 # Bump whenever the same config would produce different files (content tables,
 # voices, signal processing): it is part of the config hash, so stale corpora
 # are not silently reused.
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.2"  # 1.1: noise bank and noisy dev/test splits; 1.2: phone alignments
 SPLITS = ("train", "dev", "test")
 TRIALS_FILE = "trials/asv_test.tsv"
 _INCOMPLETE_MARKER = ".synth-incomplete"
@@ -79,6 +82,10 @@ class SynthConfig:
     trials: int = param(2000, min=2, max=1_000_000, help="speaker-verification trials (half target, half non-target)")
     min_utterances: int = param(2, min=1, max=1000,
                                 help="minimum utterances per (split, language), whatever the hours")
+    noise: bool = param(True, help="also write noise clips (noise/) and noisy copies of dev and test "
+                                   "(dev_noisy, test_noisy) made from the corpus's own audio")
+    noisy_snr_db: tuple[float, float] = param((0.0, 10.0), min=-30.0, max=60.0,
+                                              help="SNR range (dB) of the noisy dev/test copies, drawn per utterance")
 
     def validate(self) -> None:
         if not self.languages:
@@ -87,6 +94,8 @@ class SynthConfig:
             raise ConfigError(f"languages: duplicates in {self.languages}")
         if len(set(self.augment)) != len(self.augment):
             raise ConfigError(f"augment: duplicates in {self.augment}")
+        if self.noisy_snr_db[0] > self.noisy_snr_db[1]:
+            raise ConfigError(f"noisy_snr_db: low end above high end in {list(self.noisy_snr_db)}")
         if self.dev_fraction + self.test_fraction > 0.6:
             raise ConfigError("dev_fraction + test_fraction must leave at least 40% of the hours for train")
 
@@ -141,7 +150,7 @@ def synthesize_corpus(
         raise ConfigError(f"workers must be >= 1, got {workers}")
     out = Path(out)
     digest = config_digest(cfg)
-    reused = _reusable(out, digest, overwrite)
+    reused = _reusable(out, digest, overwrite, to_dict(cfg))
     if reused is not None:
         log.info("reusing the corpus in %s (config %s)", out, digest)
         if progress:
@@ -158,10 +167,14 @@ def synthesize_corpus(
     rendered = list(_render_all(jobs, workers, progress))
 
     manifests = _write_manifests(out, plan.utterances, rendered)
+    alignments = _write_alignments(out, plan.utterances, rendered)
     trials = make_trials([(p.utt_id, p.speaker.id) for p in plan.utterances if p.split == "test"], cfg.trials,
                          np.random.default_rng([cfg.seed, 1]))
     _write_trials(out / TRIALS_FILE, trials)
     info = _describe(cfg, digest, plan, rendered, trials, manifests)
+    for split, path in alignments.items():
+        info["splits"][split]["alignments"] = path
+    info["noise"] = noise.write_noise(out, cfg.seed, cfg.noisy_snr_db) if cfg.noise else None
     _write_atomic(out / "corpus.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     (out / _INCOMPLETE_MARKER).unlink(missing_ok=True)
     return info
@@ -207,6 +220,7 @@ def format_summary(info: dict[str, Any]) -> str:
         lines.append(f"augmentation (p={aug['prob']}): {applied}")
     else:
         lines.append("augmentation: none")
+    lines += noise.format_noise(info.get("noise"))
     return "\n".join(lines)
 
 
@@ -368,6 +382,18 @@ def _write_manifests(out: Path, utterances: list[PlannedUtterance], rendered: li
     return files
 
 
+def _write_alignments(out: Path, utterances: list[PlannedUtterance], rendered: list[Rendered]) -> dict[str, str]:
+    """One ``alignments_<split>.jsonl.gz`` per split: cut id -> [start_s, end_s, phone] segments."""
+    files = {}
+    for split in SPLITS:
+        records = [{"id": r.utt_id, "phones": [list(segment) for segment in r.phones]}
+                   for p, r in zip(utterances, rendered) if p.split == split]
+        path = alignment_path(out, split)
+        _write_jsonl_gz(path, records)
+        files[split] = path.relative_to(out).as_posix()
+    return files
+
+
 def _custom(p: PlannedUtterance, r: Rendered) -> dict[str, Any]:
     """The labels of one utterance (``SupervisionSegment.custom``)."""
     return {
@@ -497,8 +523,13 @@ def _counts(values: Iterable[str]) -> dict[str, int]:
 # ---------------------------------------------------------------- files
 
 
-def _reusable(out: Path, digest: str, overwrite: bool) -> dict[str, Any] | None:
-    """The existing corpus description if ``out`` already holds this corpus, else None."""
+def _reusable(out: Path, digest: str, overwrite: bool, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The existing corpus description if ``out`` already holds this corpus, else None.
+
+    A corpus an older generator made with the same settings is stale derived data (it
+    lacks what the generator writes now, e.g. phone alignments): it is regenerated
+    rather than refused. Settings that differ still need ``overwrite``.
+    """
     info_path = out / "corpus.json"
     if not info_path.is_file():
         return None
@@ -509,10 +540,20 @@ def _reusable(out: Path, digest: str, overwrite: bool) -> dict[str, Any] | None:
     if info.get("config_hash") == digest:
         wanted = [out / path for split in info.get("splits", {}).values()
                   for path in split.get("manifests", {}).values()]
-        if len(wanted) == 3 * len(SPLITS) and all(p.is_file() for p in wanted) and (out / TRIALS_FILE).is_file():
+        noise_files = [out / path for path in noise.expected_files(info.get("noise"))]
+        aligned = [alignment_path(out, split) for split in SPLITS]
+        if len(wanted) == 3 * len(SPLITS) and all(p.is_file() for p in wanted + noise_files + aligned) \
+                and (out / TRIALS_FILE).is_file():
             (out / _INCOMPLETE_MARKER).unlink(missing_ok=True)
             return info
         return None  # same config but files missing: regenerate
+    old_config = info.get("config") or {}
+    if info.get("version") != GENERATOR_VERSION and old_config and all(
+        config.get(key) == value for key, value in old_config.items()
+    ):
+        print(f"{out}: corpus of generator {info.get('version')} with the same settings; regenerating "
+              f"with generator {GENERATOR_VERSION}", file=sys.stderr)
+        return None
     if not overwrite:
         raise ConfigError(
             f"{out} already holds a corpus made with other settings (config {info.get('config_hash')}, "
@@ -523,7 +564,7 @@ def _reusable(out: Path, digest: str, overwrite: bool) -> dict[str, Any] | None:
 
 def _prepare_output_dir(out: Path) -> None:
     """Remove what a previous (other or interrupted) run left; never touch anything else."""
-    ours = [out / name for name in ("audio", "manifests", "trials", "corpus.json")]
+    ours = [out / name for name in ("audio", "manifests", "trials", noise.NOISE_DIR, "corpus.json")]
     known = (out / "corpus.json").is_file() or (out / _INCOMPLETE_MARKER).exists()
     if not known and any(p.exists() for p in ours):
         raise ConfigError(f"{out} contains files that were not written by `speechssl corpus synth`; "

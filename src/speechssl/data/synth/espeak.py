@@ -38,6 +38,9 @@ from speechssl.errors import SpeechSSLError
 
 # speak_lib.h constants
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_PHONEME_EVENTS_IPA = 0x0001 | 0x0002  # phoneme events, named in IPA
+_EVENT_LIST_TERMINATED = 0
+_EVENT_PHONEME = 7
 _CHARS_UTF8 = 1
 _POS_CHARACTER = 1
 _EE_OK = 0
@@ -46,7 +49,27 @@ RATE, VOLUME, PITCH, RANGE, WORDGAP = 1, 2, 3, 4, 7
 # espeak_TextToPhonemes mode: bit 1 = IPA, bits 8-23 = separator between phonemes.
 _IPA_SPACE_SEPARATED = 0x02 | (ord(" ") << 8)
 
-_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    """``espeak_EVENT`` of speak_lib.h."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),  # milliseconds
+        ("sample", ctypes.c_int),  # samples since the start of the espeak_Synth call
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
+    ]
+
+
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 # "(en)" ... "(fr)": eSpeak marks words it pronounced with another language's rules.
 _LANGUAGE_SWITCH = re.compile(r"\([a-z-]+\)")
@@ -70,6 +93,11 @@ class Speech:
     voice: str  # the eSpeak voice name used, "<language>+<variant name>"
     ipa: str  # eSpeak's IPA with stress marks, words separated by spaces
     phonemes: tuple[str, ...]  # phone tokens without stress marks
+    # Where each phone starts, as eSpeak reports it while synthesising: (sample index
+    # into ``samples``, IPA phone without stress marks). "" marks a pause (or a switch
+    # of language). Each phone lasts until the next one starts; the last one until the
+    # end of ``samples``.
+    phone_starts: tuple[tuple[int, str], ...] = ()
 
 
 class EspeakDriver:
@@ -89,10 +117,14 @@ class EspeakDriver:
         except OSError as exc:
             raise SpeechSSLError(f"cannot load the eSpeak NG library: {exc}") from None
         self._declare_signatures()
-        self.sample_rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_dir).encode(), 0)
+        # Phoneme events only add markers to eSpeak's command queue; the samples are
+        # the same with or without them.
+        self.sample_rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_dir).encode(),
+                                                       _INITIALIZE_PHONEME_EVENTS_IPA)
         if self.sample_rate <= 0:
             raise SpeechSSLError(f"eSpeak NG failed to initialise with data at {self.data_dir}")
         self._chunks: list[np.ndarray] = []
+        self._phone_starts: list[tuple[int, str]] = []
         # The CFUNCTYPE object must outlive every synthesis call, or the C side
         # would call into freed memory.
         self._callback = _SynthCallback(self._on_audio)
@@ -120,6 +152,16 @@ class EspeakDriver:
     def _on_audio(self, wav, num_samples: int, events) -> int:
         if num_samples > 0:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+        if events:
+            index = 0
+            while events[index].type != _EVENT_LIST_TERMINATED:
+                event = events[index]
+                if event.type == _EVENT_PHONEME:
+                    # A c_char array field reads up to its first NUL; a name may fill all 8 bytes.
+                    name = event.id.string.decode("utf-8", errors="replace").translate(_STRESS)
+                    # A language switch ("(en)") is no sound of its own: at most the pause before the word.
+                    self._phone_starts.append((int(event.sample), "" if _LANGUAGE_SWITCH.fullmatch(name) else name))
+                index += 1
         return 0  # 0 = continue synthesis
 
     # ------------------------------------------------------------ voices
@@ -153,17 +195,24 @@ class EspeakDriver:
 
     # ------------------------------------------------------------ synthesis
 
-    def synthesize(self, text: str, seed: int = 0) -> np.ndarray:
-        """Speak ``text`` with the current voice and parameters: int16 samples at :attr:`sample_rate`."""
+    def synthesize(self, text: str, seed: int = 0) -> tuple[np.ndarray, tuple[tuple[int, str], ...]]:
+        """Speak ``text`` with the current voice and parameters.
+
+        Returns int16 samples at :attr:`sample_rate` and where each phone starts
+        (see :attr:`Speech.phone_starts`).
+        """
         self._lib.espeak_ng_SetRandSeed(seed)
         self._chunks = []
+        self._phone_starts = []
         data = text.encode("utf-8")
         rc = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         if rc != _EE_OK:
             raise SpeechSSLError(f"eSpeak NG failed to synthesise {text!r} ({_ERRORS.get(rc, rc)})")
         if not self._chunks:
             raise SpeechSSLError(f"eSpeak NG produced no audio for {text!r}")
-        return np.concatenate(self._chunks)
+        samples = np.concatenate(self._chunks)
+        starts = tuple((min(sample, len(samples)), name) for sample, name in self._phone_starts)
+        return samples, starts
 
     def phonemize(self, text: str, language: str) -> tuple[str, list[str]]:
         """IPA of ``text`` read as ``language``: (raw IPA with stress and word breaks, phone tokens).
@@ -194,9 +243,9 @@ class EspeakDriver:
         self.set_voice(request.language, variant)
         for parameter, value in request.parameters:
             self.set_parameter(parameter, value)
-        samples = self.synthesize(request.text, request.seed)
+        samples, phone_starts = self.synthesize(request.text, request.seed)
         ipa, phones = self.phonemize(request.text, request.language)
-        return Speech(samples, f"{request.language}+{variant}", ipa, tuple(phones))
+        return Speech(samples, f"{request.language}+{variant}", ipa, tuple(phones), phone_starts)
 
     def speak_isolated(self, request: SpeechRequest) -> Speech:
         """:meth:`speak` from this process's engine state, without changing it (see the module doc).
