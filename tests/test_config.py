@@ -118,3 +118,14 @@ def test_check_canonicalises_and_catches_values_set_in_code():
     assert isinstance(a.dropout, float) and config_hash(a) == config_hash(b)
     with pytest.raises(ConfigError, match="layers: expected an integer"):
         check(Experiment(layers="four"))
+
+
+def test_a_partly_given_section_keeps_the_enclosing_defaults():
+    # The demo's pretrain section defaults to the HuBERT recipe; overriding one key of it
+    # must not fall back to PretrainConfig's own (wav2vec 2.0) defaults for the others.
+    from speechssl.demo import DemoConfig
+
+    cfg = load_config(DemoConfig, None, ["pretrain.steps=2", "pretrain.encoder.layers=1"])
+    assert (cfg.pretrain.objective, cfg.pretrain.steps, cfg.pretrain.encoder.layers) == ("hubert", 2, 1)
+    assert cfg.pretrain.encoder.hidden == DemoConfig().pretrain.encoder.hidden
+    assert cfg.pretrain.hubert.unmasked_weight == 1.0

@@ -4,16 +4,17 @@ import json
 
 from speechssl.cli import main
 
-# The demo's pretraining stage, shrunk to two updates of a one-layer model.
+# The demo's targets and pretraining stages, shrunk to 8 clusters and two updates of a one-layer model.
 TINY_PRETRAIN = [
+    "targets.k=8", "targets.max_fit_frames=2000",
     "pretrain.steps=2", "pretrain.batch_seconds=8", "pretrain.data.micro_batch_seconds=8",
     "pretrain.data.crop_seconds=2", "pretrain.data.num_workers=0", "pretrain.encoder.layers=1",
-    "pretrain.valid_every=0", "pretrain.tensorboard=false",
+    "pretrain.valid_every=0", "pretrain.save_every=2", "pretrain.tensorboard=false", "pretrain.health_utterances=4",
 ]
 
 # ... and its benchmark stage to one cheap task for the baseline and the pretrained encoder.
 TINY_BENCH = [
-    "bench.upstreams=[mfcc,pretrained]", "bench.runs=[lid:mean_linear]", "bench.settings.train.max_epochs=1",
+    "bench.upstreams=[mfcc,random_init,pretrained]", "bench.runs=[lid:mean_linear]", "bench.settings.train.max_epochs=1",
     "bench.settings.train.batch_seconds=20", "bench.settings.train.num_workers=0",
 ]
 
@@ -31,7 +32,11 @@ def test_demo_runs_then_reuses(tmp_path, capsys):
     assert (tmp_path / "run" / "config.yaml").is_file()
 
     table = (tmp_path / "run" / "bench" / "summary.md").read_text()
-    assert "| mfcc |" in table and "| pretrained |" in table and "lid mean_linear accuracy" in table
+    assert "| mfcc |" in table and "| pretrained |" in table and "| random_init |" in table
+    assert "lid mean_linear accuracy" in table
+    assert (tmp_path / "run" / "random_init" / "checkpoints" / "step_00000000.pt").is_file()
+    quality = json.loads(next((tmp_path / "run" / "targets").glob("*/quality.json")).read_text())
+    assert 0.0 < quality["dev"]["all_frames"]["pnmi"] <= 1.0
     result = json.loads((tmp_path / "run" / "bench" / "pretrained" / "lid-mean_linear" / "result.json").read_text())
     assert result["upstream"].startswith("ckpt:") and len(result["layer_weights"]) == 2
 
@@ -43,7 +48,7 @@ def test_demo_runs_then_reuses(tmp_path, capsys):
 
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert out.split("demo finished")[1].count(" reused ") == 4
+    assert out.split("demo finished")[1].count(" reused ") == 5
     assert (tmp_path / "run" / "pretrain" / "checkpoints" / "step_00000002.pt").is_file()
 
     # A different corpus config on the same directory is refused, not silently mixed.

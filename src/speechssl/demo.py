@@ -14,16 +14,24 @@ from pathlib import Path
 from speechssl.config import config_hash, param, save_config
 from speechssl.data.synth import SynthConfig
 from speechssl.downstream.config import BenchConfig
-from speechssl.pretrain.config import PretrainConfig
+from speechssl.models.objectives import OBJECTIVES
+from speechssl.pretrain.config import PretrainConfig, hubert_tiny_recipe
+
+STAGES = 6
 
 
 def _demo_pretrain() -> PretrainConfig:
-    # The tiny CPU recipe (configs/pretrain/w2v2_tiny.yaml), shortened to a few minutes.
-    cfg = PretrainConfig()
-    cfg.steps = 100
-    cfg.valid_every = 50
-    cfg.save_every = 50
-    return cfg
+    # The recipe that learned most in a few CPU minutes (docs/pretraining.md, "What learns
+    # on 2 CPU cores"): tiny HuBERT on MFCC k-means targets. hubert.targets is set by the
+    # demo to the target set its targets stage builds.
+    return hubert_tiny_recipe()
+
+
+@dataclass
+class DemoTargetsConfig:
+    upstream: str = param("mfcc", help="upstream whose frames are clustered (HuBERT iteration 1: mfcc)")
+    k: int = param(100, min=2, help="k-means clusters")
+    max_fit_frames: int = param(100_000, min=100, help="train frames sampled to fit k-means")
 
 
 def _demo_bench() -> BenchConfig:
@@ -39,8 +47,9 @@ def _demo_bench() -> BenchConfig:
 @dataclass
 class DemoBenchConfig:
     upstreams: list[str] = param(
-        default_factory=lambda: ["mfcc", "ge2e", "pretrained"],
-        help="upstreams to compare; 'pretrained' = the checkpoint of the pretrain stage",
+        default_factory=lambda: ["mfcc", "ge2e", "random_init", "pretrained"],
+        help="upstreams to compare; 'pretrained' = the checkpoint of the pretrain stage, "
+        "'random_init' = the same architecture with its initial weights",
     )
     runs: list[str] = param(
         default_factory=lambda: ["lid:mean_linear", "lid:xvector", "asv:xvector", "asr:bilstm_ctc"],
@@ -53,6 +62,7 @@ class DemoBenchConfig:
 class DemoConfig:
     corpus: SynthConfig = field(default_factory=SynthConfig)
     batch_seconds: float = param(60.0, gt=0, help="seconds of audio per batch in the data check")
+    targets: DemoTargetsConfig = field(default_factory=DemoTargetsConfig)
     pretrain: PretrainConfig = field(default_factory=_demo_pretrain)
     bench: DemoBenchConfig = field(default_factory=DemoBenchConfig)
 
@@ -71,6 +81,7 @@ def run_demo(cfg: DemoConfig, *, out_dir: Path, data_dir: Path, workers: int = 2
     results = [
         _stage_corpus(cfg, data_dir, workers),
         _stage_data_check(cfg, data_dir, out_dir),
+        _stage_targets(cfg, data_dir, out_dir),
         _stage_pretrain(cfg, data_dir, out_dir),
         _stage_bench(cfg, data_dir, out_dir),
         _stage_report(cfg, out_dir),
@@ -86,7 +97,7 @@ def run_demo(cfg: DemoConfig, *, out_dir: Path, data_dir: Path, workers: int = 2
 def _stage_corpus(cfg: DemoConfig, data_dir: Path, workers: int) -> StageResult:
     from speechssl.data.synth import format_summary, synthesize_corpus
 
-    _banner("1/5 corpus: synthetic multilingual speech (eSpeak NG)")
+    _banner(f"1/{STAGES} corpus: synthetic multilingual speech (eSpeak NG)")
     start = time.perf_counter()
     existed = (data_dir / "corpus.json").is_file()
     info = synthesize_corpus(cfg.corpus, data_dir, workers=workers)
@@ -97,7 +108,7 @@ def _stage_corpus(cfg: DemoConfig, data_dir: Path, workers: int) -> StageResult:
 def _stage_data_check(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
     from speechssl.data.check import check_corpus
 
-    _banner("2/5 data check: manifests, audio decoding, duration-bucketed batches")
+    _banner(f"2/{STAGES} data check: manifests, audio decoding, duration-bucketed batches")
     start = time.perf_counter()
     output = out_dir / "data_check.json"
     key = {"corpus": config_hash(cfg.corpus), "batch_seconds": cfg.batch_seconds}
@@ -112,17 +123,60 @@ def _stage_data_check(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageRe
     return StageResult("data check", "ran", time.perf_counter() - start, output)
 
 
+def _targets_dir(cfg: DemoConfig, data_dir: Path, out_dir: Path, *, progress: bool = False) -> Path:
+    """The demo's target set (built on first use, then reused: the build is keyed by its inputs)."""
+    from speechssl.targets import build_targets
+
+    return build_targets(
+        cfg.targets.upstream, data_dir, out_dir / "targets", k=cfg.targets.k,
+        conv_layers=cfg.pretrain.encoder.conv_layers, splits=("train", "dev"),
+        max_fit_frames=cfg.targets.max_fit_frames, seed=cfg.pretrain.seed,
+        cache_dir=out_dir / "feature_cache", progress=progress,
+    )
+
+
+def _needs_targets(cfg: DemoConfig) -> bool:
+    return OBJECTIVES[cfg.pretrain.objective].model.needs_targets
+
+
+def _stage_targets(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
+    from speechssl.targets import TargetSet, format_summary
+    from speechssl.targets.quality import evaluate_target_set, format_quality, write_quality
+
+    _banner(f"3/{STAGES} targets: k-means of {cfg.targets.upstream} frames, labels per encoder frame (HuBERT)")
+    start = time.perf_counter()
+    if not _needs_targets(cfg):
+        print(f"objective {cfg.pretrain.objective} needs no targets")
+        return StageResult("targets", "skipped", time.perf_counter() - start, out_dir)
+    existed = (out_dir / "targets").is_dir() and any((out_dir / "targets").iterdir())
+    path = _targets_dir(cfg, data_dir, out_dir, progress=True)
+    print(format_summary(TargetSet.open(path)))
+    quality = path / "quality.json"
+    if not quality.is_file():
+        write_quality(evaluate_target_set(path, data_dir, "dev"))
+        existed = False
+    print(format_quality(json.loads(quality.read_text())["dev"]))
+    return StageResult("targets", "reused" if existed else "ran", time.perf_counter() - start, path)
+
+
 def _stage_pretrain(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
     from dataclasses import replace
 
     from speechssl.pretrain import pretrain, read_metrics
     from speechssl.pretrain.checkpoint import step_checkpoints
 
-    _banner("3/5 pretrain: tiny wav2vec 2.0 on the synthetic corpus")
+    _banner(f"4/{STAGES} pretrain: tiny HuBERT on the synthetic corpus, and its random-init twin")
     start = time.perf_counter()
     run_dir = out_dir / "pretrain"
     train_cfg = replace(cfg.pretrain, data=replace(cfg.pretrain.data, dir=str(data_dir)))
-    finished = any(step == train_cfg.steps for step, _ in step_checkpoints(run_dir / "checkpoints"))
+    if _needs_targets(cfg):
+        section = OBJECTIVES[train_cfg.objective].section
+        targets = str(_targets_dir(cfg, data_dir, out_dir))
+        train_cfg = replace(train_cfg, **{section: replace(getattr(train_cfg, section), targets=[targets])})
+    finished = any(step == train_cfg.total_steps for step, _ in step_checkpoints(run_dir / "checkpoints"))
+    # The baseline every pretrained number is judged against: same architecture, same
+    # initialisation, no updates (the step-0 checkpoint).
+    pretrain(train_cfg, out_dir / "random_init", init_only=True, progress=False)
     # pretrain() resumes from the run's newest checkpoint, so a finished run returns at once.
     result = pretrain(train_cfg, run_dir)
     records = read_metrics(run_dir, "valid") or read_metrics(run_dir, "train")
@@ -140,7 +194,7 @@ def _stage_bench(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
     from speechssl.downstream.runner import format_result, run_bench
     from speechssl.errors import ConfigError
 
-    _banner("4/5 benchmark: the pretrained encoder against baselines (frozen, cached features)")
+    _banner(f"5/{STAGES} benchmark: the pretrained encoder against baselines (frozen, cached features)")
     start = time.perf_counter()
     bench_dir = out_dir / "bench"
     checkpoint = out_dir / "pretrain"
@@ -148,7 +202,9 @@ def _stage_bench(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
     statuses = set()
     store = ResultStore(out_dir / "results.db")  # every run is recorded; the report stage reads it
     for upstream in cfg.bench.upstreams:
-        spec = f"ckpt:{checkpoint}" if upstream == "pretrained" else upstream
+        spec = {"pretrained": f"ckpt:{checkpoint}", "random_init": f"ckpt:{out_dir / 'random_init'}"}.get(
+            upstream, upstream
+        )
         for run in cfg.bench.runs:
             task, _, probe = run.partition(":")
             if not probe:
@@ -176,7 +232,7 @@ def _stage_report(cfg: DemoConfig, out_dir: Path) -> StageResult:
     from speechssl.benchmark.report import write_report
     from speechssl.benchmark.store import ResultStore
 
-    _banner("5/5 report: leaderboards, probe robustness, per-language errors, cost, plots")
+    _banner(f"6/{STAGES} report: leaderboards, probe robustness, per-language errors, cost, plots")
     start = time.perf_counter()
     with ResultStore(out_dir / "results.db") as store:
         rows, runs = store.scores(), store.runs()

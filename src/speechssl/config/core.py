@@ -68,7 +68,12 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, prefix: str = "")
     for name, fld in fields.items():
         dotted = _join(prefix, name)
         if name in data:
-            kwargs[name] = _convert(data[name], hints[name], dotted)
+            value = data[name]
+            if dataclasses.is_dataclass(hints[name]) and fld.default_factory is not _MISSING and isinstance(value, Mapping):
+                # A nested section given in part keeps the *enclosing* config's defaults for the
+                # rest (e.g. the demo's HuBERT recipe under `pretrain`), not its class defaults.
+                value = _merge(to_dict(fld.default_factory()), value)
+            kwargs[name] = _convert(value, hints[name], dotted)
         elif fld.default is _MISSING and fld.default_factory is _MISSING:
             raise ConfigError(f"{dotted}: required key is missing")
     try:
@@ -228,6 +233,17 @@ def describe(cls: type, prefix: str = "", defaults: Any = None) -> list[str]:
 
 
 # ---------------------------------------------------------------- internals
+
+
+def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` laid over it; nested mappings merge, anything else is replaced."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _join(prefix: str, name: str) -> str:

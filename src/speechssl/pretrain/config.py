@@ -154,3 +154,28 @@ class PretrainConfig:
     def accumulation(self, world_size: int) -> int:
         """Micro-batches per process per update, so that one update sees ~batch_seconds."""
         return max(1, math.ceil(self.batch_seconds / (self.data.micro_batch_seconds * world_size) - 1e-9))
+
+
+def hubert_tiny_recipe(targets: list[str] | None = None) -> PretrainConfig:
+    """The tiny HuBERT CPU recipe (configs/pretrain/hubert_tiny.yaml; a test keeps them equal).
+
+    Loss on unmasked frames too, mask 0.5, no feature penalty, clipping at 10 and small
+    (16 s) updates: what learned most in a few CPU minutes (docs/pretraining.md,
+    "What learns on 2 CPU cores").
+    """
+    return PretrainConfig(
+        objective="hubert",
+        hubert=HubertConfig(
+            targets=list(targets) if targets else ["runs/targets/mfcc_k100"],
+            final_dim=128,
+            mask_prob=0.5,
+            unmasked_weight=1.0,
+            penalty_weight=0.0,
+        ),
+        data=PretrainDataConfig(micro_batch_seconds=16.0),
+        optim=OptimConfig(lr=2e-3, warmup_steps=40, clip_norm=10.0),
+        steps=500,
+        batch_seconds=16.0,
+        valid_every=250,
+        save_every=250,
+    )
