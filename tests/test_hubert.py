@@ -88,3 +88,12 @@ def test_config_checks_and_registry():
     cfg = from_dict(PretrainConfig, {"objective": "hubert", "hubert": {"targets": ["x"], "num_classes": [9]}})
     model = build_objective(cfg.objective, small_encoder(), cfg)
     assert isinstance(model, HubertPretraining) and model.label_embs_concat.shape[0] == 9
+
+
+def test_collapse_warning_needs_a_sustained_floor_and_is_said_once():
+    model, *_ = model_and_batch()
+    ok = {"masked_accuracy": 0.3, "majority_share": 0.1}
+    low = {"masked_accuracy": 0.05, "majority_share": 0.1}
+    assert not any(model.check_collapse(i, r) for i, r in enumerate([ok, ok, ok, ok, low]))  # one bad batch
+    said = [model.check_collapse(i, low) for i in range(5, 12)]
+    assert sum(bool(w) for w in said) == 1 and "majority-label floor" in next(w for w in said if w)[0]

@@ -17,6 +17,7 @@ CPU scale a loss on unmasked frames too keeps the layers from collapsing
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,8 @@ class HubertPretraining(PretrainingObjective):
         self.final_proj = nn.Linear(encoder_cfg.hidden, objective_cfg.final_dim * sets)
         self.label_embs_concat = nn.Parameter(torch.empty(sum(objective_cfg.num_classes), objective_cfg.final_dim))
         nn.init.uniform_(self.label_embs_concat)
+        self._recent: deque[tuple[float, float]] = deque(maxlen=5)
+        self._warned = False
 
     @property
     def encoder(self) -> SpeechEncoder:
@@ -97,14 +100,22 @@ class HubertPretraining(PretrainingObjective):
     def check_collapse(self, step: int, record: dict[str, Any]) -> list[str]:
         # Masked accuracy at or below the most frequent label's share means the model predicts
         # the label prior only: the signature of the collapsed runs in docs/pretraining.md.
-        floor = record.get("majority_share", 0.0)
-        if record["masked_accuracy"] <= floor:
-            return [
-                f"WARNING step {step}: masked accuracy {record['masked_accuracy']:.3f} is at the majority-label "
-                f"floor {floor:.3f}: the model predicts the label prior only (try hubert.unmasked_weight=1, "
-                "a lower hubert.mask_prob or a lower optim.lr)"
-            ]
-        return []
+        # Judged on the mean of the last 5 records (one batch is noisy), said once per episode.
+        self._recent.append((record["masked_accuracy"], record.get("majority_share", 0.0)))
+        if len(self._recent) < self._recent.maxlen:
+            return []
+        accuracy = sum(a for a, _ in self._recent) / len(self._recent)
+        floor = sum(f for _, f in self._recent) / len(self._recent)
+        at_floor = accuracy <= floor
+        warn = at_floor and not self._warned
+        self._warned = at_floor
+        if not warn:
+            return []
+        return [
+            f"WARNING step {step}: masked accuracy {accuracy:.3f} (mean of 5 records) is at the majority-label "
+            f"floor {floor:.3f}: the model predicts the label prior only (try hubert.unmasked_weight=1, "
+            "a lower hubert.mask_prob or a lower optim.lr)"
+        ]
 
     def forward(
         self, waveforms: Tensor, lengths: Tensor | None, *, num_updates: int = 0, targets: Tensor | None = None
