@@ -4,10 +4,10 @@ import json
 
 from speechssl.cli import main
 
-# The demo's targets and pretraining stages, shrunk to 8 clusters and two updates of a one-layer model.
+# The demo's targets and pretraining stages, shrunk to 8 clusters and 2 + 1 (stage 2) updates of a one-layer model.
 TINY_PRETRAIN = [
     "targets.k=8", "targets.max_fit_frames=2000",
-    "pretrain.steps=2", "pretrain.batch_seconds=8", "pretrain.data.micro_batch_seconds=8",
+    "pretrain.steps=2", "pretrain.stage2.steps=1", "pretrain.batch_seconds=8", "pretrain.data.micro_batch_seconds=8",
     "pretrain.data.crop_seconds=2", "pretrain.data.num_workers=0", "pretrain.encoder.layers=1",
     "pretrain.valid_every=0", "pretrain.save_every=2", "pretrain.tensorboard=false", "pretrain.health_utterances=4",
 ]
@@ -49,7 +49,7 @@ def test_demo_runs_then_reuses(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.split("demo finished")[1].count(" reused ") == 5
-    assert (tmp_path / "run" / "pretrain" / "checkpoints" / "step_00000002.pt").is_file()
+    assert (tmp_path / "run" / "pretrain" / "checkpoints" / "step_00000003.pt").is_file()  # 2 + 1 in stage 2
 
     # A different corpus config on the same directory is refused, not silently mixed.
     assert main(argv[:-1] + ["corpus.seed=1"]) == 2

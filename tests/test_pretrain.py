@@ -18,7 +18,7 @@ from speechssl.config import check, load_config
 from speechssl.errors import ConfigError
 from speechssl.models.objectives import Wav2Vec2Pretraining
 from speechssl.pretrain import OptimConfig, PretrainConfig, TrainingDiverged, lr_at, pretrain, read_metrics
-from speechssl.pretrain.config import hubert_tiny_recipe
+from speechssl.pretrain.config import hubert_tiny_recipe, wavlablm_tiny_recipe
 from speechssl.pretrain.checkpoint import load_checkpoint, step_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +116,7 @@ def test_shipped_configs_load_and_tiny_is_the_default():
     check(defaults)
     assert to_dict(configs["w2v2_tiny"]) == to_dict(defaults)
     assert to_dict(configs["hubert_tiny"]) == to_dict(hubert_tiny_recipe())
+    assert to_dict(configs["wavlablm_tiny"]) == to_dict(wavlablm_tiny_recipe())
     base = configs["w2v2_base"]
     assert (base.encoder.hidden, base.encoder.layers, base.wav2vec2.diversity_weight) == (768, 12, 0.1)
     assert base.accumulation(8) == 8  # 5600 s = 8 GPUs x 8 micro-batches of 87.5 s
