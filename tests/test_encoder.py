@@ -106,10 +106,11 @@ def test_tiny_forward_shapes_and_padding_mask(style, conv_norm):
     assert not full.padding_mask.any() and full.frame_lengths.tolist() == [49, 49, 49]
 
 
-@pytest.mark.parametrize("style", ["post_ln", "pre_ln"])
-def test_padding_does_not_change_valid_outputs(style):
+@pytest.mark.parametrize("style, conv_norm", [("post_ln", "group_norm"), ("pre_ln", "group_norm"), ("post_ln", "layer_norm")])
+def test_padding_does_not_change_valid_outputs(style, conv_norm):
+    # group_norm pools each utterance's own valid frames only (MaskedGroupNorm).
     torch.manual_seed(0)
-    model = build_encoder(tiny(style=style)).eval()
+    model = build_encoder(tiny(style=style, conv_norm=conv_norm)).eval()
     short, long = torch.randn(1, 8000), torch.randn(1, SR)
     batch = torch.zeros(2, SR)
     batch[0, :8000], batch[1] = short[0], long[0]
@@ -240,17 +241,3 @@ def test_digital_silence_gives_ordinary_gradient_norms():
     assert math.isfinite(with_silence)
     assert with_silence < 10 * with_floor, (with_silence, with_floor)
     assert with_silence < 1e3
-
-
-def test_group_norm_front_end_is_padding_invariant():
-    torch.manual_seed(0)
-    model = build_encoder(tiny(conv_norm="group_norm")).eval()
-    short, long = torch.randn(1, 8000), torch.randn(1, SR)
-    batch = torch.zeros(2, SR)
-    batch[0, :8000], batch[1] = short[0], long[0]
-    with torch.no_grad():
-        alone = model(short)
-        padded = model(batch, torch.tensor([8000, SR]))
-    frames = int(alone.frame_lengths[0])
-    for a, p in zip(alone.layer_states, padded.layer_states):
-        torch.testing.assert_close(p[0, :frames], a[0], atol=1e-5, rtol=0)

@@ -25,3 +25,22 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_file_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` and fsync it: for files inside a temp directory that is renamed into place."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a builder that died leaves stale temp files)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -70,7 +70,7 @@ from torch.utils.data import DataLoader
 
 from speechssl.data.collate import CutAudioDataset
 from speechssl.errors import ConfigError, SpeechSSLError
-from speechssl.fsutil import fsync_dir
+from speechssl.fsutil import fsync_dir, pid_alive, write_file_synced
 from speechssl.upstream.base import Upstream, valid_mask
 
 log = logging.getLogger(__name__)
@@ -517,7 +517,7 @@ class FeatureCache:
         tmp = self.root / f".tmp-{key}-{os.getpid()}-{secrets.token_hex(4)}"
         tmp.mkdir()
         try:
-            _write_file(tmp / _BUILDER, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode())
+            write_file_synced(tmp / _BUILDER, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode())
             writer = _ShardWriter(tmp, self.shard_bytes, len(kept))
             self._run_upstream(writer, tmp, cuts, upstream, kept, batch_seconds, device, progress, num_workers)
             writer.finish()
@@ -559,9 +559,9 @@ class FeatureCache:
                 },
             }
             index_bytes = json.dumps(index, separators=(",", ":")).encode()
-            _write_file(tmp / _INDEX, index_bytes)
+            write_file_synced(tmp / _INDEX, index_bytes)
             marker = {"key": key, "index_crc32": zlib.crc32(index_bytes)}
-            _write_file(tmp / _COMPLETE, json.dumps(marker).encode())
+            write_file_synced(tmp / _COMPLETE, json.dumps(marker).encode())
             _touch(tmp / _LAST_USED)
             fsync_dir(tmp)
             self._install(tmp, key)
@@ -725,7 +725,7 @@ class FeatureCache:
             host = json.loads((tmp / _BUILDER).read_text(encoding="utf-8")).get("host")
         except (OSError, ValueError, AttributeError):
             return None  # just created, or not ours to judge: wait for the age rule
-        if host == socket.gethostname() and not _pid_alive(pid):
+        if host == socket.gethostname() and not pid_alive(pid):
             return f"builder process {pid} is gone"
         return None
 
@@ -1111,22 +1111,3 @@ def _touch(path: Path) -> None:
         os.utime(path, ns=(now, now))
     except OSError:  # a read-only cache still works, only LRU order suffers
         pass
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True

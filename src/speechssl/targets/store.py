@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from speechssl.errors import ConfigError, SpeechSSLError
-from speechssl.fsutil import fsync_dir
+from speechssl.fsutil import fsync_dir, pid_alive, write_file_synced
 from speechssl.models.config import ConvLayer
 from speechssl.targets.alignment import conv_geometry, geometry_only
 from speechssl.targets.kmeans import KMeansModel
@@ -332,7 +332,7 @@ class TargetSetWriter:
         remove_abandoned(self.root)
         self.tmp = self.root / f".tmp-{name}-{os.getpid()}-{secrets.token_hex(4)}"
         self.tmp.mkdir()
-        _write_file(self.tmp / BUILDER, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode())
+        write_file_synced(self.tmp / BUILDER, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode())
         self._labels = np.lib.format.open_memmap(
             self.tmp / LABELS, mode="w+", dtype=label_dtype(num_classes), shape=(self.total_frames,)
         )
@@ -359,14 +359,14 @@ class TargetSetWriter:
         del self._labels
         with open(self.tmp / LABELS, "rb") as handle:
             os.fsync(handle.fileno())
-        _write_file(self.tmp / INDEX, json.dumps(self._index, separators=(",", ":")).encode())
-        _write_file(self.tmp / KMEANS, kmeans.to_bytes())
+        write_file_synced(self.tmp / INDEX, json.dumps(self._index, separators=(",", ":")).encode())
+        write_file_synced(self.tmp / KMEANS, kmeans.to_bytes())
         files = {name: {"bytes": (self.tmp / name).stat().st_size, "crc32": file_crc32(self.tmp / name)}
                  for name in (LABELS, INDEX, KMEANS)}
         meta = {**meta, "format": SET_FORMAT, "name": self.name, "total_frames": self.total_frames, "files": files}
         meta_bytes = json.dumps(meta, indent=1).encode()
-        _write_file(self.tmp / META, meta_bytes)
-        _write_file(self.tmp / COMPLETE, json.dumps({"key": meta["key"], "meta_crc32": zlib.crc32(meta_bytes)}).encode())
+        write_file_synced(self.tmp / META, meta_bytes)
+        write_file_synced(self.tmp / COMPLETE, json.dumps({"key": meta["key"], "meta_crc32": zlib.crc32(meta_bytes)}).encode())
         (self.tmp / BUILDER).unlink()  # only a temp dir needs to say who builds it
         fsync_dir(self.tmp)
         target = self.root / self.name
@@ -417,27 +417,12 @@ def remove_abandoned(root: Path, *, stale_seconds: float = 3600.0) -> None:
             builder = json.loads((child / BUILDER).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # just created, or gone meanwhile
-        dead = builder.get("host") == socket.gethostname() and not _pid_alive(int(match["pid"]))
+        dead = builder.get("host") == socket.gethostname() and not pid_alive(int(match["pid"]))
         if dead or age > stale_seconds:
             log.info("removing abandoned target set build %s", child)
             shutil.rmtree(child, ignore_errors=True)
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def geometry_record(conv_layers: Sequence[ConvLayer]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from speechssl.errors import ConfigError
 from speechssl.models.config import EncoderConfig
 from speechssl.models.encoder import SpeechEncoder
 from speechssl.models.objectives.base import ObjectiveOutput, PretrainingObjective
-from speechssl.models.objectives.masking import span_mask
+from speechssl.models.objectives.masking import mask_with_embedding
 
 
 @dataclass
@@ -224,16 +224,11 @@ class Wav2Vec2Pretraining(PretrainingObjective):
         captured: dict[str, Tensor] = {}
 
         def mask_fn(projected: Tensor, padding_mask: Tensor) -> Tensor:
-            mask = span_mask(
-                (~padding_mask).sum(dim=1),
-                projected.shape[1],
-                mask_prob=cfg.mask_prob,
-                mask_length=cfg.mask_length,
-                min_masks=cfg.min_masks,
+            masked, captured["mask"] = mask_with_embedding(
+                projected, padding_mask, self.wav2vec2.mask_embedding,
+                mask_prob=cfg.mask_prob, mask_length=cfg.mask_length, min_masks=cfg.min_masks,
             )
-            captured["mask"] = mask
-            fill = self.wav2vec2.mask_embedding.to(projected.dtype)
-            return torch.where(mask.unsqueeze(-1), fill, projected)
+            return masked
 
         out = self.wav2vec2(waveforms, lengths, mask_fn=mask_fn)
         mask = captured["mask"]

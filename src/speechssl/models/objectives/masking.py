@@ -53,3 +53,18 @@ def span_mask(
         frames = (starts[:, None] + torch.arange(mask_length)[None, :]).flatten()
         mask[row, frames[frames < length]] = True
     return mask.to(frame_lengths.device)
+
+
+def mask_with_embedding(
+    projected: Tensor, padding_mask: Tensor, embedding: Tensor, *, mask_prob: float, mask_length: int, min_masks: int
+) -> tuple[Tensor, Tensor]:
+    """Replace random spans of ``projected`` [B, T, D] by ``embedding`` [D]; returns ``(masked, mask)``.
+
+    The encoder input of every masked-prediction objective (wav2vec 2.0, HuBERT): spans from
+    :func:`span_mask` over each row's valid frames, padding never masked.
+    """
+    mask = span_mask(
+        (~padding_mask).sum(dim=1), projected.shape[1], mask_prob=mask_prob, mask_length=mask_length,
+        min_masks=min_masks,
+    )
+    return torch.where(mask.unsqueeze(-1), embedding.to(projected.dtype), projected), mask
