@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from speechssl.data.synth import SynthConfig, synthesize_corpus
 
@@ -55,3 +56,39 @@ def no_network(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def noise_batch(lengths=(16000, 7001), seed=0, scale=0.1):
+    """A zero-padded batch of white-noise "utterances" of the given sample counts."""
+    gen = torch.Generator().manual_seed(seed)
+    waves = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        waves[i, :n] = scale * torch.randn(n, generator=gen)
+    return waves, torch.tensor(lengths)
+
+
+def assert_upstream_contract(upstream, label: str, tol: float = 1e-5) -> None:
+    """The upstream interface every upstream keeps: shapes, lengths ~ duration x frame rate,
+    padding invariance (a padded row equals the utterance alone, padding is zero), metadata."""
+    waves, lengths = noise_batch((16000, 7001, 5200))
+    with torch.no_grad():
+        out = upstream(waves, lengths)
+        alone = upstream(waves[1:2, :7001].clone(), lengths[1:2])
+    assert len(out.layers) == upstream.num_layers
+    frames = out.layers[0].shape[1]
+    for x in out.layers:
+        assert x.shape == (3, frames, upstream.feature_dim) and x.dtype == torch.float32
+        assert torch.isfinite(x).all()
+    assert out.lengths.dtype == torch.int64 and int(out.lengths.max()) == frames
+    # ~ duration x frame rate (the CNN models lose a receptive field's worth at the end)
+    expected = lengths.double() / 16000 * upstream.frame_rate
+    assert ((out.lengths - expected).abs() <= 2).all(), (out.lengths, expected)
+    n = int(out.lengths[1])
+    assert alone.lengths.tolist() == [n]
+    for i, (batched, single) in enumerate(zip(out.layers, alone.layers)):
+        assert single.shape[1] == n
+        torch.testing.assert_close(batched[1, :n], single[0], atol=tol, rtol=tol, msg=f"{label} layer {i}")
+        assert batched[1, n:].abs().max() == 0 and batched[2, int(out.lengths[2]):].abs().max() == 0
+    meta = upstream.metadata()
+    assert meta["name"] == upstream.name and meta["num_layers"] == upstream.num_layers
+    assert len(meta["fingerprint"]) == 16 and meta["fingerprint"] == upstream.fingerprint()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_W2V2
+from conftest import TINY_W2V2, assert_upstream_contract, noise_batch
 
 from speechssl.config import load_config, to_dict
 from speechssl.errors import ConfigError
@@ -28,13 +28,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarnin
 def _one_thread():
     torch.set_num_threads(1)
 
-
-def noise_batch(lengths=(16000, 7001, 5200), seed=0, scale=0.1):
-    gen = torch.Generator().manual_seed(seed)
-    waves = torch.zeros(len(lengths), max(lengths))
-    for i, n in enumerate(lengths):
-        waves[i, :n] = scale * torch.randn(n, generator=gen)
-    return waves, torch.tensor(lengths)
 
 
 def save_checkpoint(path: Path, frame_ms: int = 20, *overrides: str, seed=0) -> Path:
@@ -126,7 +119,7 @@ def test_layers_mode_is_each_members_states_repeated_to_the_finest_rate(ckpts):
     assert [m.frame_rate for m in members] == [25.0, 50.0, 12.5]
     assert (fused.frame_rate, fused.num_layers, fused.feature_dim) == (50.0, 9, 32)
     assert fused.num_params == sum(m.num_params for m in members)
-    waves, lengths = noise_batch()
+    waves, lengths = noise_batch((16000, 7001, 5200))
     with torch.no_grad():
         out = fused(waves, lengths)
         ref = [m(waves, lengths) for m in members]
@@ -172,27 +165,8 @@ def test_single_layer_member_joins_every_layer_and_can_be_the_finest(ckpts):
 @pytest.mark.parametrize("mode", ["layers", "concat", "sum"])
 def test_output_contract_and_padding_invariance(mode, ckpts, no_network):
     upstream = build_upstream(spec(mode, ckpts[20], ckpts[40], ckpts[80]))
-    waves, lengths = noise_batch((16000, 7001, 5200))
-    with torch.no_grad():
-        out = upstream(waves, lengths)
-        alone = upstream(waves[1:2, :7001].clone(), lengths[1:2])
-    assert len(out.layers) == upstream.num_layers
-    frames = out.layers[0].shape[1]
-    for x in out.layers:
-        assert x.shape == (3, frames, upstream.feature_dim) and x.dtype == torch.float32
-        assert torch.isfinite(x).all()
-    assert out.lengths.dtype == torch.int64 and int(out.lengths.max()) == frames
-    expected = lengths.double() / 16000 * upstream.frame_rate
-    assert ((out.lengths - expected).abs() <= 2).all(), (out.lengths, expected)
-    n = int(out.lengths[1])
-    assert alone.lengths.tolist() == [n]
-    for i, (batched, single) in enumerate(zip(out.layers, alone.layers)):
-        assert single.shape[1] == n
-        torch.testing.assert_close(batched[1, :n], single[0], atol=TOL, rtol=TOL, msg=f"{mode} layer {i}")
-        assert batched[1, n:].abs().max() == 0 and batched[2, int(out.lengths[2]):].abs().max() == 0
+    assert_upstream_contract(upstream, mode, TOL)
     meta = upstream.metadata()
-    assert meta["name"] == upstream.name and meta["num_layers"] == upstream.num_layers
-    assert len(meta["fingerprint"]) == 16 and meta["fingerprint"] == upstream.fingerprint()
     assert meta["fusion"]["mode"] == mode and len(meta["fusion"]["layer_sources"]) == upstream.num_layers
     assert [m["frame_rate"] for m in meta["fusion"]["members"]] == [50.0, 25.0, 12.5]
     json.dumps(meta)  # goes into result.json as is

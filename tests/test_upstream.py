@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import TINY_W2V2
+from conftest import TINY_W2V2, assert_upstream_contract, noise_batch
 
 from speechssl.config import load_config, to_dict
 from speechssl.errors import ConfigError, SpeechSSLError
@@ -32,13 +32,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarnin
 def _one_thread():
     torch.set_num_threads(1)
 
-
-def noise_batch(lengths=(16000, 7001), seed=0, scale=0.1):
-    gen = torch.Generator().manual_seed(seed)
-    waves = torch.zeros(len(lengths), max(lengths))
-    for i, n in enumerate(lengths):
-        waves[i, :n] = scale * torch.randn(n, generator=gen)
-    return waves, torch.tensor(lengths)
 
 
 def has_resemblyzer() -> bool:
@@ -200,28 +193,7 @@ def make_upstream(kind: str, hf_dirs, ckpt_file) -> Upstream:
 @pytest.mark.parametrize("kind", UPSTREAM_KINDS)
 def test_output_contract_and_padding_invariance(kind, hf_dirs, ckpt_file, no_network):
     upstream = make_upstream(kind, hf_dirs, ckpt_file)
-    waves, lengths = noise_batch((16000, 7001, 5200))
-    with torch.no_grad():
-        out = upstream(waves, lengths)
-        alone = upstream(waves[1:2, :7001].clone(), lengths[1:2])
-    assert len(out.layers) == upstream.num_layers
-    frames = out.layers[0].shape[1]
-    for x in out.layers:
-        assert x.shape == (3, frames, upstream.feature_dim) and x.dtype == torch.float32
-        assert torch.isfinite(x).all()
-    assert out.lengths.dtype == torch.int64 and int(out.lengths.max()) == frames
-    # ~ duration x frame rate (the CNN models lose a receptive field's worth at the end)
-    expected = lengths.double() / 16000 * upstream.frame_rate
-    assert ((out.lengths - expected).abs() <= 2).all(), (out.lengths, expected)
-    n = int(out.lengths[1])
-    assert alone.lengths.tolist() == [n]
-    for i, (batched, single) in enumerate(zip(out.layers, alone.layers)):
-        assert single.shape[1] == n
-        torch.testing.assert_close(batched[1, :n], single[0], atol=TOL, rtol=TOL, msg=f"{kind} layer {i}")
-        assert batched[1, n:].abs().max() == 0 and batched[2, int(out.lengths[2]):].abs().max() == 0
-    meta = upstream.metadata()
-    assert meta["name"] == upstream.name and meta["num_layers"] == upstream.num_layers
-    assert len(meta["fingerprint"]) == 16 and meta["fingerprint"] == upstream.fingerprint()
+    assert_upstream_contract(upstream, kind, TOL)
 
 
 # ---------------------------------------------------------------- baselines

@@ -12,7 +12,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from speechssl.models.encoder import SpeechEncoder
+from speechssl.models.encoder import EncoderOutput, SpeechEncoder
+from speechssl.models.objectives.masking import mask_with_embedding
 
 
 @dataclass
@@ -35,6 +36,25 @@ class PretrainingObjective(nn.Module):
     @property
     def encoder(self) -> SpeechEncoder:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
+
+    def encode_masked(
+        self, waveforms: Tensor, lengths: Tensor | None, *, mask_prob: float, mask_length: int, min_masks: int
+    ) -> tuple[EncoderOutput, Tensor]:
+        """The encoder's pass with random spans of its input replaced by the mask embedding.
+
+        Returns ``(output, mask [B, T'])``; the mask never covers padding.
+        """
+        captured: dict[str, Tensor] = {}
+
+        def mask_fn(projected: Tensor, padding_mask: Tensor) -> Tensor:
+            masked, captured["mask"] = mask_with_embedding(
+                projected, padding_mask, self.encoder.mask_embedding,
+                mask_prob=mask_prob, mask_length=mask_length, min_masks=min_masks,
+            )
+            return masked
+
+        out = self.encoder(waveforms, lengths, mask_fn=mask_fn)
+        return out, captured["mask"]
 
     def monitor_stats(self) -> dict[str, Any]:
         """Numbers too costly for every update, taken when a train record is written."""

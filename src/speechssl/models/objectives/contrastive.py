@@ -30,7 +30,6 @@ from speechssl.errors import ConfigError
 from speechssl.models.config import EncoderConfig
 from speechssl.models.encoder import SpeechEncoder
 from speechssl.models.objectives.base import ObjectiveOutput, PretrainingObjective
-from speechssl.models.objectives.masking import mask_with_embedding
 
 
 @dataclass
@@ -221,17 +220,9 @@ class Wav2Vec2Pretraining(PretrainingObjective):
         self, waveforms: Tensor, lengths: Tensor | None, *, num_updates: int = 0, targets: Tensor | None = None
     ) -> ObjectiveOutput:
         cfg = self.cfg
-        captured: dict[str, Tensor] = {}
-
-        def mask_fn(projected: Tensor, padding_mask: Tensor) -> Tensor:
-            masked, captured["mask"] = mask_with_embedding(
-                projected, padding_mask, self.wav2vec2.mask_embedding,
-                mask_prob=cfg.mask_prob, mask_length=cfg.mask_length, min_masks=cfg.min_masks,
-            )
-            return masked
-
-        out = self.wav2vec2(waveforms, lengths, mask_fn=mask_fn)
-        mask = captured["mask"]
+        out, mask = self.encode_masked(
+            waveforms, lengths, mask_prob=cfg.mask_prob, mask_length=cfg.mask_length, min_masks=cfg.min_masks
+        )
         valid = ~out.padding_mask
         penalty = out.cnn_features.float().pow(2)[valid].mean()
 

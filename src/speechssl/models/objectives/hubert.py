@@ -30,7 +30,6 @@ from speechssl.errors import ConfigError
 from speechssl.models.config import EncoderConfig
 from speechssl.models.encoder import SpeechEncoder
 from speechssl.models.objectives.base import ObjectiveOutput, PretrainingObjective
-from speechssl.models.objectives.masking import mask_with_embedding
 
 
 @dataclass
@@ -129,17 +128,9 @@ class HubertPretraining(PretrainingObjective):
         sets = len(cfg.num_classes)
         if targets.shape[-1] != sets:
             raise ValueError(f"got {targets.shape[-1]} target sets, the model predicts {sets}")
-        captured: dict[str, Tensor] = {}
-
-        def mask_fn(projected: Tensor, padding_mask: Tensor) -> Tensor:
-            masked, captured["mask"] = mask_with_embedding(
-                projected, padding_mask, self.hubert.mask_embedding,
-                mask_prob=cfg.mask_prob, mask_length=cfg.mask_length, min_masks=cfg.min_masks,
-            )
-            return masked
-
-        out = self.hubert(waveforms, lengths, mask_fn=mask_fn)
-        mask = captured["mask"]
+        out, mask = self.encode_masked(
+            waveforms, lengths, mask_prob=cfg.mask_prob, mask_length=cfg.mask_length, min_masks=cfg.min_masks
+        )
         valid = ~out.padding_mask
         frames = valid.shape[1]
         if targets.shape[1] < frames:  # labels may stop short of a padded batch's width
