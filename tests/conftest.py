@@ -30,6 +30,18 @@ TINY_W2V2 = [
     "wav2vec2.final_dim=16",
 ]
 
+# Run settings of the small trainer tests: crops of 1.5 s, 6 s updates, one record per update.
+TINY_RUN = [
+    "data.crop_seconds=1.5",
+    "data.micro_batch_seconds=6",
+    "data.num_workers=0",
+    "batch_seconds=6",
+    "optim.warmup_steps=2",
+    "optim.lr=1e-3",
+    "tensorboard=false",
+    "log_every=1",
+]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # Commands under test record runs in the default result store; keep that out of

@@ -30,7 +30,8 @@ from speechssl.upstream import build_upstream
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
-TOL = 1e-4
+
+from hf_helpers import TOL, assert_states_match, padded_batch, randomized  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -50,23 +51,8 @@ def small(**overrides) -> EncoderConfig:
     return EncoderConfig(**fields)
 
 
-def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Jitter every parameter so that norm weights/biases are not the trivial 1/0 and any swap shows."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    return model.eval()
 
 
-def batch(lengths=(8000, 5600), seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    waves = torch.zeros(len(lengths), max(lengths))
-    for i, n in enumerate(lengths):
-        waves[i, :n] = torch.randn(n, generator=gen)
-    lengths = torch.tensor(lengths)
-    attention_mask = (torch.arange(waves.shape[1])[None, :] < lengths[:, None]).long()
-    return waves, lengths, attention_mask
 
 
 def load_hubert(path: Path):
@@ -75,18 +61,6 @@ def load_hubert(path: Path):
     return model.eval()
 
 
-def assert_states_match(ours, hf_out, hf_model, pre_ln: bool) -> None:
-    """Every hidden state within TOL on the valid frames."""
-    valid = ~ours.padding_mask
-    hf_states = list(hf_out.hidden_states)
-    assert len(hf_states) == len(ours.layer_states)
-    if pre_ln:  # transformers 5 records the last state before the final LayerNorm
-        hf_states[-1] = hf_model.encoder.layer_norm(hf_states[-1])
-    for i, (ref, got) in enumerate(zip(hf_states, ours.layer_states)):
-        diff = (ref[valid] - got[valid]).abs().max().item()
-        assert diff <= TOL, f"hidden state {i}: max abs diff {diff}"
-    diff = (hf_out.last_hidden_state[valid] - ours.layer_states[-1][valid]).abs().max().item()
-    assert diff <= TOL, f"last_hidden_state: max abs diff {diff}"
 
 
 # ---------------------------------------------------------------- configs
@@ -148,7 +122,7 @@ def test_layer_norm_export_matches_hubert_on_padded_batch(tmp_path, overrides):
     assert "masked_spec_embed" in load_file(str(out_dir / "model.safetensors"))
 
     hf = load_hubert(out_dir)
-    waves, lengths, attention_mask = batch()
+    waves, lengths, attention_mask = padded_batch()
     with torch.no_grad():
         ours = model(waves, lengths)
         ref = hf(waves, attention_mask=attention_mask, output_hidden_states=True)
@@ -169,13 +143,13 @@ def test_group_norm_export_matches_hubert(tmp_path):
     assert json.loads((out_dir / "preprocessor_config.json").read_text())["return_attention_mask"] is False
     hf = load_hubert(out_dir)
     assert hf.config.feat_extract_norm == "group"
-    waves, _, _ = batch((7000, 7000), seed=4)  # two different utterances, no padding
+    waves, _, _ = padded_batch((7000, 7000), seed=4)  # two different utterances, no padding
     with torch.no_grad():
         ours = model(waves)
         ref = hf(waves, output_hidden_states=True)
     assert_states_match(ours, ref, hf, pre_ln=False)
 
-    waves, lengths, _ = batch((8000, 5600), seed=6)
+    waves, lengths, _ = padded_batch((8000, 5600), seed=6)
     with torch.no_grad():
         ours = model(waves, lengths)
         for i, n in enumerate(lengths.tolist()):
@@ -193,7 +167,7 @@ def test_in_memory_conversion_both_ways(conv_norm):
     hf = encoder_to_hubert(model)
     assert isinstance(hf, transformers.HubertModel) and not hf.training
     torch.testing.assert_close(hf.masked_spec_embed, model.mask_embedding, atol=0, rtol=0)
-    waves, lengths, attention_mask = batch((6000,))
+    waves, lengths, attention_mask = padded_batch((6000,))
     with torch.no_grad():
         assert_states_match(model(waves), hf(waves, output_hidden_states=True), hf, pre_ln=False)
     back = hubert_to_encoder(hf)
@@ -226,7 +200,7 @@ def test_import_round_trip_and_transformers_made_head_model(tmp_path):
     ctc.save_pretrained(tmp_path / "ctc")
     assert any(k.startswith("hubert.") for k in load_file(str(tmp_path / "ctc" / "model.safetensors")))
     encoder = import_hf(tmp_path / "ctc")
-    waves, lengths, attention_mask = batch()
+    waves, lengths, attention_mask = padded_batch()
     with torch.no_grad():
         ours = encoder(waves, lengths)
         ref = ctc.hubert(waves, attention_mask=attention_mask, output_hidden_states=True)
@@ -259,7 +233,7 @@ def test_cli_export_hubert_loads_through_the_hf_upstream_like_the_checkpoint(tmp
     assert exported.do_normalize and exported.use_attention_mask
     assert (exported.num_layers, exported.feature_dim, exported.frame_rate) == (
         native.num_layers, native.feature_dim, native.frame_rate)
-    waves, lengths, _ = batch((16000, 7001))
+    waves, lengths, _ = padded_batch((16000, 7001))
     with torch.no_grad():
         a, b = exported(waves, lengths), native(waves, lengths)
     assert a.lengths.tolist() == b.lengths.tolist()
@@ -284,7 +258,7 @@ def test_cli_export_of_a_hubert_run(tmp_path, capsys, no_network):
     assert main(["export-hf", str(ckpt), "--out", str(auto)]) == 0  # auto: a HuBERT run exports as HuBERT
     assert "HubertModel" in capsys.readouterr().out
     hf = load_hubert(auto)
-    waves, lengths, attention_mask = batch()
+    waves, lengths, attention_mask = padded_batch()
     with torch.no_grad():
         ours = model.encoder(waves, lengths)
         ref = hf(waves, attention_mask=attention_mask, output_hidden_states=True)

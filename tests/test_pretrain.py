@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_W2V2
+from conftest import TINY_RUN, TINY_W2V2
 
 from speechssl.config import check, load_config
 from speechssl.errors import ConfigError
@@ -27,14 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
     *TINY_W2V2,
     "wav2vec2.num_negatives=10",
-    "data.crop_seconds=1.5",
-    "data.micro_batch_seconds=6",
-    "data.num_workers=0",
-    "batch_seconds=6",
-    "optim.warmup_steps=2",
-    "optim.lr=1e-3",
-    "tensorboard=false",
-    "log_every=1",
+    *TINY_RUN,
 ]
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_W2V2
+from conftest import TINY_RUN, TINY_W2V2
 
 from speechssl.config import load_config
 from speechssl.errors import ConfigError
@@ -20,14 +20,7 @@ HUBERT = [
     "hubert.final_dim=16",
     "hubert.mask_prob=0.5",
     "hubert.unmasked_weight=1.0",
-    "data.crop_seconds=1.5",
-    "data.micro_batch_seconds=6",
-    "data.num_workers=0",
-    "batch_seconds=6",
-    "optim.warmup_steps=2",
-    "optim.lr=1e-3",
-    "tensorboard=false",
-    "log_every=1",
+    *TINY_RUN,
     "health_utterances=8",
 ]
 
