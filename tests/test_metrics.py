@@ -1,12 +1,27 @@
-"""Downstream metrics against hand-computed cases and against scikit-learn."""
+"""Downstream metrics against hand-computed cases and against scikit-learn and sacrebleu."""
 
 import math
+import random
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_curve
+import sacrebleu
+from sklearn.metrics import balanced_accuracy_score, roc_curve
 
-from speechssl.downstream.metrics import accuracy, eer, eer_threshold, error_rates, macro_f1, min_dcf
+from speechssl.downstream.metrics import (
+    accuracy,
+    eer,
+    eer_threshold,
+    error_rates,
+    macro_f1,
+    min_dcf,
+    pos_scores,
+    slot_filling_scores,
+    token_error_rate,
+    translation_scores,
+    unweighted_average_recall,
+)
+from speechssl.downstream.tagging import parse_slots, parse_tagged_words, pos_symbols, slot_symbols
 
 # ----------------------------------------------------------------------------- EER
 
@@ -249,3 +264,289 @@ def test_error_rates_bad_inputs():
         error_rates([], [])
     with pytest.raises(ValueError, match="hyps\\[0\\]"):
         error_rates(["a"], [None])
+
+
+# ----------------------------------------------------------------------------- symbol error rate
+
+
+def test_token_error_rate_by_hand():
+    # "tʃ" -> "t" is one substitution (symbols are compared whole), then one inserted "a":
+    # 2 edits over 3 + 2 reference phones.
+    refs = [["tʃ", "a", "t"], ["a", "ŋ"]]
+    assert token_error_rate(refs, [["t", "a", "t"], ["a", "ŋ", "a"]]) == pytest.approx(2 / 5)
+    assert token_error_rate(refs, refs) == 0.0
+    assert token_error_rate(refs, [[], ["a", "ŋ"]]) == pytest.approx(3 / 5)  # empty hypothesis: deletions
+    assert token_error_rate([["a"]], [["b", "c", "d"]]) == 3.0  # insertions can push it above 1
+    assert token_error_rate((("a", "b"),), (("b", "a"),)) == 1.0  # any sequences, not only lists
+
+
+def test_token_error_rate_matches_jiwer_wer():
+    rng = random.Random(1)
+    phones = ["a", "b", "tʃ", "ŋ", "ɛ"]
+    refs = [[rng.choice(phones) for _ in range(rng.randint(1, 12))] for _ in range(40)]
+    hyps = [[rng.choice(phones) for _ in range(rng.randint(0, 12))] for _ in range(40)]
+    expected = error_rates([" ".join(r) for r in refs], [" ".join(h) for h in hyps])["wer"]
+    assert token_error_rate(refs, hyps) == pytest.approx(expected)
+
+
+def test_token_error_rate_bad_inputs():
+    with pytest.raises(ValueError, match="index 1"):
+        token_error_rate([["a"], []], [["a"], ["b"]])
+    with pytest.raises(ValueError, match="list of symbols"):
+        token_error_rate(["a b"], [["a"]])
+    with pytest.raises(ValueError, match="length"):
+        token_error_rate([["a"]], [])
+    with pytest.raises(ValueError, match="empty"):
+        token_error_rate([], [])
+
+
+# ----------------------------------------------------------------------------- UAR
+
+
+def test_uar_by_hand_and_against_sklearn():
+    true = ["a", "a", "a", "a", "b", "b", "c"]
+    pred = ["a", "a", "a", "b", "b", "a", "a"]
+    # Recalls: a 3/4, b 1/2, c 0/1; the mean gives every class the same weight.
+    assert unweighted_average_recall(pred, true) == pytest.approx((3 / 4 + 1 / 2 + 0) / 3)
+    assert unweighted_average_recall(pred, true) == pytest.approx(balanced_accuracy_score(true, pred))
+    # Always predicting the majority class: 1 / number of classes, whatever the priors.
+    assert unweighted_average_recall(["a"] * 7, true) == pytest.approx(1 / 3)
+    # A class of the label set that never occurs in true does not count.
+    assert unweighted_average_recall(pred, true, labels=["a", "b", "c", "d"]) == pytest.approx(5 / 12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_uar_matches_sklearn_random(seed):
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, 5, size=200)
+    pred = np.where(rng.random(200) < 0.6, true, rng.integers(0, 6, size=200))  # class 5 only predicted
+    expected = balanced_accuracy_score(true, pred)
+    assert unweighted_average_recall(pred, true, labels=range(6)) == pytest.approx(expected)
+
+
+def test_uar_bad_inputs():
+    with pytest.raises(ValueError, match="not in labels"):
+        unweighted_average_recall([0, 1], [0, 2], labels=[0, 1])
+    with pytest.raises(ValueError, match="labels is empty"):
+        unweighted_average_recall([0], [0], labels=[])
+    with pytest.raises(ValueError, match="length"):
+        unweighted_average_recall([0, 1], [0])
+    with pytest.raises(ValueError, match="empty"):
+        unweighted_average_recall([], [])
+
+
+# ----------------------------------------------------------------------------- slot filling
+
+# (refs, hyps, slot_type_f1, value edits, value reference characters) of one utterance.
+SLOT_CASES = {
+    "perfect": ([("city", "paris"), ("time", "noon")], [("city", "paris"), ("time", "noon")], 1.0, 0, 9),
+    # P = 1, R = 1/2: F1 = 2/3. The missing "noon" is compared with "": 4 deletions.
+    "missing slot": ([("city", "paris"), ("time", "noon")], [("city", "paris")], 2 / 3, 4, 9),
+    # P = 1/2, R = 1: F1 = 2/3. A hypothesis slot of a type the reference lacks costs no CER.
+    "extra slot": ([("city", "paris")], [("city", "paris"), ("time", "noon")], 2 / 3, 0, 5),
+    # No shared type: P = R = 0, F1 = 0; "city" is missing from the hypothesis: 5 deletions.
+    "wrong type": ([("city", "paris")], [("country", "paris")], 0.0, 5, 5),
+    # Types agree, F1 = 1; "paris" -> "parys" is one substitution.
+    "wrong value": ([("city", "paris")], [("city", "parys")], 1.0, 1, 5),
+    # Same type set; "noon" has only "six" to pair with (4 edits), "six" finds "six".
+    "repeated type": ([("time", "noon"), ("time", "six")], [("time", "six")], 1.0, 4, 7),
+    # Of several hypothesis values of the type, the closest is used: "six" over "sax".
+    "closest value": ([("time", "six")], [("time", "sax"), ("time", "six")], 1.0, 0, 3),
+    # Neither side has slots: F1 1, nothing to count for CER.
+    "no slots": ([], [], 1.0, 0, 0),
+    # Only the hypothesis has slots: F1 0.
+    "spurious slot": ([], [("city", "paris")], 0.0, 0, 0),
+}
+
+
+@pytest.mark.parametrize("case", [c for c in SLOT_CASES if SLOT_CASES[c][4]])
+def test_slot_filling_single_utterance_cases(case):
+    ref, hyp, f1, edits, chars = SLOT_CASES[case]
+    scores = slot_filling_scores([ref], [hyp])
+    assert scores["slot_type_f1"] == pytest.approx(f1)
+    assert scores["slot_value_cer"] == pytest.approx(edits / chars)
+
+
+def test_slot_filling_corpus_averages():
+    cases = list(SLOT_CASES.values())
+    scores = slot_filling_scores([c[0] for c in cases], [c[1] for c in cases])
+    # F1 is a mean over utterances; the value CER pools edits and characters over the corpus.
+    assert scores["slot_type_f1"] == pytest.approx(np.mean([c[2] for c in cases]))
+    assert scores["slot_value_cer"] == pytest.approx(sum(c[3] for c in cases) / sum(c[4] for c in cases))
+    assert scores["slot_value_cer"] == pytest.approx(14 / 43)
+
+
+def test_slot_filling_without_reference_slots():
+    scores = slot_filling_scores([[], []], [[], [("city", "paris")]])
+    assert scores["slot_type_f1"] == pytest.approx(0.5)
+    assert math.isnan(scores["slot_value_cer"])
+
+
+def test_slot_filling_from_tagged_transcripts():
+    words = "fly to new york at noon".split()
+    slots = [{"type": "city", "start_word": 2, "end_word": 4}, {"type": "time", "start_word": 5, "end_word": 6}]
+    ref = slot_symbols(words, slots)
+    hyp = [*"fly to ", "<city>", *" new yirk ", "</city>", *" at noon"]
+    scores = slot_filling_scores([parse_slots(ref)], [parse_slots(hyp)])
+    # Types {city, time} vs {city}: F1 2/3. Values: "new york" vs "new yirk" 1 edit,
+    # "noon" vs "" 4 edits, over 8 + 4 characters.
+    assert scores == pytest.approx({"slot_type_f1": 2 / 3, "slot_value_cer": 5 / 12})
+
+
+def test_slot_filling_bad_inputs():
+    with pytest.raises(ValueError, match="empty value"):
+        slot_filling_scores([[("city", "")]], [[]])
+    with pytest.raises(ValueError, match="pair"):
+        slot_filling_scores([[("city",)]], [[]])
+    with pytest.raises(ValueError, match=r"hyps\[0\]"):
+        slot_filling_scores([[]], [[("city", None)]])
+    with pytest.raises(ValueError, match="length"):
+        slot_filling_scores([[]], [])
+    with pytest.raises(ValueError, match="empty"):
+        slot_filling_scores([], [])
+
+
+# ----------------------------------------------------------------------------- translation
+
+
+def test_translation_scores_match_sacrebleu():
+    refs = ["the cat sat on the mat", "a dog barks at the moon tonight", "we go home now"]
+    hyps = ["the cat sat on a mat", "dog barks at moon tonight", "we are going home"]
+    scores = translation_scores(refs, hyps)
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+    assert scores["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+    assert 0 < scores["bleu"] < 100 and 0 < scores["chrf"] < 100
+    assert "nrefs:1" in scores["bleu_signature"] and "tok:13a" in scores["bleu_signature"]
+    assert f"version:{sacrebleu.__version__}" in scores["chrf_signature"]
+
+
+def test_translation_scores_known_values():
+    refs = ["the cat sat on the mat", "we go home now"]
+    identical = translation_scores(refs, refs)
+    assert identical["bleu"] == pytest.approx(100.0) and identical["chrf"] == pytest.approx(100.0)
+    disjoint = translation_scores(["aaa bbb ccc ddd"], ["xyz uvw rst opq"])
+    assert disjoint["bleu"] == 0.0 and disjoint["chrf"] == 0.0
+    empty = translation_scores(refs, ["", ""])
+    assert empty["bleu"] == 0.0 and empty["chrf"] == 0.0
+
+
+def test_translation_scores_bad_inputs():
+    with pytest.raises(ValueError, match="length"):
+        translation_scores(["a"], [])
+    with pytest.raises(ValueError, match="empty"):
+        translation_scores([], [])
+    with pytest.raises(ValueError, match=r"hyps\[0\]"):
+        translation_scores(["a"], [["a"]])
+
+
+# ----------------------------------------------------------------------------- part of speech
+
+
+def _tagged(text: str) -> list[tuple[str, str | None]]:
+    """"the/DET cat/NOUN runs/-" -> [("the", "DET"), ("cat", "NOUN"), ("runs", None)]."""
+    pairs = [item.split("/") for item in text.split()]
+    return [(word, None if word_tag == "-" else word_tag) for word, word_tag in pairs]
+
+
+# (ref, hyp, correct tags, aligned reference words, word edits), counted by hand.
+POS_CASES = {
+    "perfect": ("the/DET cat/NOUN", "the/DET cat/NOUN", 2, 2, 0),
+    # "big" deleted: an error for pos_accuracy, not in the aligned denominator.
+    "deletion": ("the/DET big/ADJ cat/NOUN", "the/DET cat/NOUN", 2, 2, 1),
+    # "very" inserted: costs WER, not POS accuracy.
+    "insertion": ("the/DET cat/NOUN", "the/DET very/ADV cat/NOUN", 2, 2, 1),
+    # "cat" -> "hat" keeps the right tag (a substituted word is still aligned), "runs" has the wrong tag.
+    "substitution": ("a/DET cat/NOUN runs/VERB", "a/DET hat/NOUN runs/NOUN", 2, 3, 1),
+    # A word written without a tag is never correctly tagged.
+    "untagged": ("cat/NOUN", "cat/-", 0, 1, 0),
+    # Two 2-edit alignments: a->c + delete b (tags DET/NOUN differ), or delete a + b->c
+    # (NOUN/NOUN agree); the one with more correct tags is used.
+    "tie on edits": ("a/DET b/NOUN", "c/NOUN", 1, 1, 2),
+    # Two 2-edit alignments with no correct tag: a->b + b->c, or delete a + b=b + insert c;
+    # the one with fewer deletions is used (both reference words aligned).
+    "tie on tags": ("a/X b/Y", "b/Z c/W", 0, 2, 2),
+    "empty hypothesis": ("a/X b/Y", "", 0, 0, 2),
+}
+
+
+@pytest.mark.parametrize("case", list(POS_CASES))
+def test_pos_scores_single_utterance_cases(case):
+    ref, hyp, correct, aligned, edits = POS_CASES[case]
+    words = len(ref.split())
+    scores = pos_scores([_tagged(ref)], [_tagged(hyp)])
+    assert scores["pos_accuracy"] == pytest.approx(correct / words)
+    if aligned:
+        assert scores["pos_accuracy_aligned"] == pytest.approx(correct / aligned)
+    else:
+        assert math.isnan(scores["pos_accuracy_aligned"])
+    assert scores["wer"] == pytest.approx(edits / words)
+
+
+def test_pos_scores_corpus_level():
+    cases = [POS_CASES[c] for c in ("deletion", "insertion", "substitution")]
+    scores = pos_scores([_tagged(c[0]) for c in cases], [_tagged(c[1]) for c in cases])
+    # 8 reference words, 6 correctly tagged, 7 aligned, 3 word edits.
+    assert scores == pytest.approx({"pos_accuracy": 6 / 8, "pos_accuracy_aligned": 6 / 7, "wer": 3 / 8})
+
+
+def _best_alignment_by_enumeration(ref, hyp) -> tuple[int, int, int]:
+    """(edits, correct, deletions) by trying every alignment: the reference for the DP."""
+    best = None
+
+    def walk(i, j, edits, correct, deletions):
+        nonlocal best
+        if i == len(ref) and j == len(hyp):
+            key = (edits, -correct, deletions)
+            best = key if best is None else min(best, key)
+            return
+        if i < len(ref) and j < len(hyp):
+            walk(i + 1, j + 1, edits + (ref[i][0] != hyp[j][0]), correct + (ref[i][1] == hyp[j][1]), deletions)
+        if i < len(ref):
+            walk(i + 1, j, edits + 1, correct, deletions + 1)
+        if j < len(hyp):
+            walk(i, j + 1, edits + 1, correct, deletions)
+
+    walk(0, 0, 0, 0, 0)
+    return best[0], -best[1], best[2]
+
+
+def test_pos_alignment_matches_enumeration():
+    rng = random.Random(3)
+    for _ in range(300):
+        ref = [(rng.choice("abc"), rng.choice("XY")) for _ in range(rng.randint(1, 4))]
+        hyp = [(rng.choice("abcd"), rng.choice(["X", "Y", None])) for _ in range(rng.randint(0, 4))]
+        edits, correct, deletions = _best_alignment_by_enumeration(ref, hyp)
+        scores = pos_scores([ref], [hyp])
+        assert scores["wer"] == pytest.approx(edits / len(ref))
+        assert scores["pos_accuracy"] == pytest.approx(correct / len(ref))
+        aligned = len(ref) - deletions
+        if aligned:
+            assert scores["pos_accuracy_aligned"] == pytest.approx(correct / aligned)
+
+
+def test_pos_scores_wer_matches_error_rates_and_parsing():
+    words = "the cat sat on the mat".split()
+    tags = ["DET", "NOUN", "VERB", "ADP", "DET", "NOUN"]
+    ref = parse_tagged_words(pos_symbols(words, tags))
+    hyp_words = ["the", "cat", "sad", "the", "mat", "now"]
+    hyp = parse_tagged_words(pos_symbols(hyp_words, ["DET", "NOUN", "ADJ", "DET", "NOUN", "ADV"]))
+    scores = pos_scores([ref], [hyp])
+    wer = error_rates([" ".join(words)], ["the cat sad the mat now"])["wer"]
+    assert scores["wer"] == pytest.approx(wer) == pytest.approx(3 / 6)  # sad for sat, "on" deleted, "now" inserted
+    # Correct: the, cat, the, mat (sat/sad are aligned but VERB != ADJ; "on" is deleted).
+    assert scores["pos_accuracy"] == pytest.approx(4 / 6)
+    assert scores["pos_accuracy_aligned"] == pytest.approx(4 / 5)
+
+
+def test_pos_scores_bad_inputs():
+    with pytest.raises(ValueError, match="index 0"):
+        pos_scores([[]], [[]])
+    with pytest.raises(ValueError, match=r"refs\[0\]"):
+        pos_scores([[("cat", None)]], [[]])
+    with pytest.raises(ValueError, match=r"hyps\[0\]"):
+        pos_scores([[("cat", "NOUN")]], [[("cat",)]])
+    with pytest.raises(ValueError, match="list of symbols"):
+        pos_scores(["cat"], [[]])
+    with pytest.raises(ValueError, match="length"):
+        pos_scores([[("cat", "NOUN")]], [])

@@ -124,7 +124,8 @@ def test_report_files_and_sections(full):
         assert paths[key].is_file() and paths[key].stat().st_size > 0
     titles = [s.title for s in report.sections]
     assert titles == ["Overview", "Leaderboard", "Normalised overall score", "Rank robustness across probes",
-                      "Multilingual", "Layer weights", "Pretraining", "Cost per upstream", "Failed runs"]
+                      "Consensus across probe families", "Multilingual", "Layer weights", "Pretraining",
+                      "Cost per upstream", "Failed runs"]
     # leaderboard (2 tasks) + 2 rank scatters per... one per task + heatmap + 2 language bars + loss curves
     names = [f.name for f in report.figures]
     assert sum(n.startswith("leaderboard-") for n in names) == 2
@@ -279,6 +280,48 @@ def test_robustness_absent_with_two_upstreams():
     report = build_report(rows, [r for r in runs if r["upstream"] != "ge2e"], timestamp=False)
     section = next(s for s in report.sections if s.title.startswith("Rank robustness"))
     assert "share 2 upstreams" in section.blocks[0]
+
+
+def test_consensus_section(full):
+    """Both probes of each task order the three upstreams alike (BASE, plus a constant per probe)."""
+    report, paths, _ = full
+    summary = next(t for t in report.tables if t.label == "tab:consensus")
+    assert summary.rows == [["asr on synth (cer)", "2", "3", "1/1", "1.00", "1.00", "0/6", ODD],
+                            ["asv on synth (eer)", "2", "3", "1/1", "1.00", "1.00", "0/6", ODD]]
+    asr = next(t for t in report.tables if t.label == "tab:consensus-asr-synth")
+    assert asr.headers == ["rank", "upstream", "Borda points", "rank (bilstm_ctc)", "rank (linear_ctc)"]
+    assert asr.rows == [["1", ODD, "4", "1", "1"], ["2", "ge2e", "2", "2", "2"], ["3", "mfcc", "0", "3", "3"]]
+    md = paths["md"].read_text()
+    assert "## Consensus across probe families" in md and "| asr on synth (cer) | 2 | 3 | 1/1 |" in md
+    html = paths["html"].read_text()
+    section = html[html.index('<section id="consensus">'):]
+    section = section[:section.index("</section>")]
+    assert "<td>hf:w2v&lt;2&gt;&amp;_base</td>" in section and "w2v<2>" not in section
+    assert '<a href="#consensus">' in html
+    tex = paths["tex"].read_text()
+    assert "% ---- Consensus across probe families" in tex and r"\label{tab:consensus-asv-synth}" in tex
+
+
+def test_consensus_section_only_with_two_probes_over_two_upstreams():
+    rows, runs, _ = _fake_store()
+    # linear_ctc keeps one upstream and mean_linear is gone: no task has two comparable probes.
+    rows = [r for r in rows if r["probe"] != "mean_linear" and (r["probe"] != "linear_ctc" or r["upstream"] == "mfcc")]
+    titles = [s.title for s in build_report(rows, runs, timestamp=False).sections]
+    assert "Consensus across probe families" not in titles
+    # asr as above (one probe left), asv complete: only asv has a consensus.
+    rows, runs, _ = _fake_store()
+    rows = [r for r in rows if r["probe"] != "linear_ctc" or r["upstream"] == "mfcc"]
+    report = build_report(rows, runs, timestamp=False)
+    summary = next(t for t in report.tables if t.label == "tab:consensus")
+    assert [r[0] for r in summary.rows] == ["asv on synth (eer)"]
+    # An upstream that only one probe scored is left out, and the section says so.
+    rows, runs, _ = _fake_store()
+    rows = [r for r in rows if r["probe"] != "linear_ctc" or r["upstream"] != "mfcc"]
+    report = build_report(rows, runs, timestamp=False)
+    section = next(s for s in report.sections if s.title == "Consensus across probe families")
+    assert any("on asr on synth (cer), upstreams: `mfcc`" in b for b in section.blocks if isinstance(b, str))
+    asr = next(t for t in report.tables if t.label == "tab:consensus-asr-synth")
+    assert [r[1] for r in asr.rows] == [ODD, "ge2e"]
 
 
 def test_read_pretrain_metrics(tmp_path):

@@ -16,6 +16,8 @@ import pytest
 
 from speechssl.benchmark.directions import metric_direction
 from speechssl.benchmark.stats import (
+    consensus,
+    format_consensus,
     format_leaderboard,
     format_robustness,
     leaderboard,
@@ -462,3 +464,195 @@ def test_seed002_table2():
     # Every printed Diff sign agrees with "relative improvement of DS2 over DS1".
     for (name, _, *paper), r in zip(SEED002_TABLE2, results):
         assert math.copysign(1, r["diff_pct"]) == math.copysign(1, float(paper[4])), name
+
+
+# --------------------------------------------------------------------------- consensus
+
+
+def grid_rows(scores: dict[str, dict[str, float]], **kwargs) -> list[dict]:
+    """Score rows from ``{probe: {upstream: value}}``, one seed each."""
+    return [row(upstream, value, probe=probe, **kwargs)
+            for probe, by_upstream in scores.items() for upstream, value in by_upstream.items()]
+
+
+# 3 upstreams x 3 probes (WER, lower is better): p1 and p2 rank a > b > c, p3 reverses it.
+REVERSED_BY_P3 = {"p1": {"a": 10.0, "b": 20.0, "c": 30.0},
+                  "p2": {"a": 11.0, "b": 12.0, "c": 13.0},
+                  "p3": {"a": 30.0, "b": 20.0, "c": 10.0}}
+
+
+def ranking_of(entry: dict) -> list[tuple[str, int, float]]:
+    return [(m["upstream"], m["rank"], m["aggregate"]) for m in entry["ranking"]]
+
+
+def test_consensus_hand_computed_borda_and_mean_rank():
+    rows = grid_rows(REVERSED_BY_P3)
+    (borda,) = consensus(rows)
+    # Ranks a/b/c: p1 1/2/3, p2 1/2/3, p3 3/2/1. Borda gives n - rank = 2/1/0 points per
+    # probe: a 2+2+0 = 4, b 1+1+1 = 3, c 0+0+2 = 2.
+    assert borda["method"] == "borda"
+    assert ranking_of(borda) == [("a", 1, 4.0), ("b", 2, 3.0), ("c", 3, 2.0)]
+    assert borda["ranking"][0]["ranks"] == {"p1": 1.0, "p2": 1.0, "p3": 3.0}
+    # Mean ranks: a (1+1+3)/3, b 2, c (3+3+1)/3.
+    (mean_rank,) = consensus(rows, method="mean_rank")
+    assert [m["upstream"] for m in mean_rank["ranking"]] == ["a", "b", "c"]
+    assert [m["aggregate"] for m in mean_rank["ranking"]] == pytest.approx([5 / 3, 2.0, 7 / 3])
+    # Pairs: p1-p2 agree (tau = rho = 1); p1-p3 and p2-p3 are reversed (tau = rho = -1).
+    assert (borda["n_probes"], borda["n_upstreams"], borda["n_pairs"]) == (3, 3, 3)
+    assert (borda["n_pairs_compared"], borda["n_pairs_agree"]) == (3, 1)
+    pairs = {(p["probe_a"], p["probe_b"]): p for p in borda["pairs"]}
+    assert pairs[("p1", "p2")]["agree"] and pairs[("p1", "p2")]["kendall"] == pytest.approx(1.0)
+    assert not pairs[("p1", "p3")]["agree"] and pairs[("p1", "p3")]["kendall"] == pytest.approx(-1.0)
+    assert pairs[("p2", "p3")]["spearman"] == pytest.approx(-1.0) and pairs[("p2", "p3")]["n"] == 3
+    assert borda["mean_kendall"] == pytest.approx(-1 / 3)
+    assert borda["mean_spearman"] == pytest.approx(-1 / 3)
+    assert (borda["n_missing"], borda["missing"]) == (0, [])
+    assert (borda["dropped_probes"], borda["dropped_upstreams"]) == ([], [])
+    assert (borda["task"], borda["dataset"], borda["metric"], borda["higher_is_better"]) == ("asr", "ds", "wer", False)
+    json.dumps(borda)  # JSON-safe as it is
+
+
+def test_consensus_direction():
+    """EER (lower is better) and accuracy (higher is better) give the same consensus when
+    every probe orders the upstreams alike; a direction given in the row wins over the name."""
+    eer = grid_rows({"xvector": {"a": 2.0, "b": 4.0, "c": 8.0}, "ecapa": {"a": 1.0, "b": 3.0, "c": 5.0}},
+                    task="asv", metric="eer")
+    acc = grid_rows({"linear": {"a": 0.9, "b": 0.8, "c": 0.7}, "mlp": {"a": 0.95, "b": 0.85, "c": 0.6}},
+                    task="er", metric="accuracy")
+    odd = grid_rows({"p": {"a": 3.0, "b": 2.0, "c": 1.0}, "q": {"a": 30.0, "b": 20.0, "c": 10.0}},
+                    task="custom", metric="score", higher_is_better=True)
+    by_task = {e["task"]: e for e in consensus(eer + acc + odd)}
+    for task in ("asv", "er", "custom"):
+        assert ranking_of(by_task[task]) == [("a", 1, 4.0), ("b", 2, 2.0), ("c", 3, 0.0)], task
+        assert by_task[task]["n_pairs_agree"] == 1 and by_task[task]["mean_kendall"] == pytest.approx(1.0)
+    assert not by_task["asv"]["higher_is_better"] and by_task["er"]["higher_is_better"]
+    assert [e["task"] for e in consensus(eer + acc, task="er")] == ["er"]
+
+
+def test_consensus_averages_seeds_first():
+    # Under p1, seed 0 alone would put a first; the seed means are a 3.0, b 2.0.
+    rows = [row("a", 1.0, probe="p1", seed=0), row("a", 5.0, probe="p1", seed=1),
+            row("b", 2.0, probe="p1", seed=0), row("b", 2.0, probe="p1", seed=1),
+            row("a", 4.0, probe="p2"), row("b", 3.0, probe="p2")]
+    (entry,) = consensus(rows)
+    assert ranking_of(entry) == [("b", 1, 2.0), ("a", 2, 0.0)]
+    assert entry["ranking"][0]["ranks"] == {"p1": 1.0, "p2": 1.0}
+    assert entry["n_pairs_agree"] == 1
+
+
+def test_consensus_drops_single_probes_and_upstreams():
+    scores = {p: dict(s) for p, s in REVERSED_BY_P3.items()}
+    scores["p4"] = {"a": 5.0}      # one upstream: cannot rank anything
+    scores["p1"]["d"] = 1.0        # scored by p1 only: nothing to compare it with
+    (entry,) = consensus(grid_rows(scores))
+    assert entry["probes"] == ["p1", "p2", "p3"] and entry["dropped_probes"] == ["p4"]
+    assert entry["dropped_upstreams"] == ["d"] and entry["n_missing"] == 0
+    assert ranking_of(entry) == [("a", 1, 4.0), ("b", 2, 3.0), ("c", 3, 2.0)]
+    # A task with one probe has no consensus; it is reported as skipped.
+    skipped: list = []
+    only_one = grid_rows({"xvector": {"a": 1.0, "b": 2.0}}, task="asv", metric="eer")
+    assert [e["task"] for e in consensus(grid_rows(REVERSED_BY_P3) + only_one, skipped=skipped)] == ["asr"]
+    assert [(s["task"], s["metric"]) for s in skipped] == [("asv", "eer")]
+    assert consensus(only_one) == []
+
+
+def test_consensus_missing_cells_separate_the_methods():
+    """a is best under the two probes that scored it and missing from three others.
+
+    Ranks (a/b/c): p1 and p2 1/2/3; p3, p4, p5 rank only b/c, 1/2. Mean rank: a 1, b
+    (2+2+1+1+1)/5 = 1.4, c 2.4, so a wins. Borda: a 2+2 = 4, b 1+1+1+1+1 = 5, c 0, so b
+    wins: a missing cell earns no point.
+    """
+    scores = {"p1": {"a": 1.0, "b": 2.0, "c": 3.0}, "p2": {"a": 1.0, "b": 2.0, "c": 3.0},
+              **{p: {"b": 2.0, "c": 3.0} for p in ("p3", "p4", "p5")}}
+    rows = grid_rows(scores)
+    (borda,) = consensus(rows)
+    (mean_rank,) = consensus(rows, method="mean_rank")
+    assert ranking_of(borda) == [("b", 1, 5.0), ("a", 2, 4.0), ("c", 3, 0.0)]
+    assert [(m["upstream"], m["rank"]) for m in mean_rank["ranking"]] == [("a", 1), ("b", 2), ("c", 3)]
+    assert [m["aggregate"] for m in mean_rank["ranking"]] == pytest.approx([1.0, 1.4, 2.4])
+    assert borda["n_missing"] == 3 and borda["missing"] == [["a", "p3"], ["a", "p4"], ["a", "p5"]]
+    assert borda["ranking"][1]["ranks"]["p3"] is None and borda["ranking"][1]["n_probes"] == 2
+    # Every pair orders its common upstreams alike (b before c, and a first where present).
+    assert (borda["n_pairs"], borda["n_pairs_compared"], borda["n_pairs_agree"]) == (10, 10, 10)
+
+
+def test_consensus_ties():
+    # p1 ties a and b (both rank 1.5); p2 separates them: not the same ordering.
+    rows = grid_rows({"p1": {"a": 1.0, "b": 1.0, "c": 2.0}, "p2": {"a": 1.0, "b": 2.0, "c": 3.0},
+                      "p3": {"a": 2.0, "b": 1.0, "c": 3.0}})
+    (entry,) = consensus(rows)
+    assert entry["ranking"][0]["ranks"] == {"p1": 1.5, "p2": 1.0, "p3": 2.0}
+    # Borda: a 1.5+2+1 = 4.5, b 1.5+1+2 = 4.5 (tied, both rank 1), c 0.
+    assert ranking_of(entry) == [("a", 1, 4.5), ("b", 1, 4.5), ("c", 3, 0.0)]
+    assert entry["n_pairs_agree"] == 0
+    # Constant scores under a probe: no correlation for its pairs, but still a comparison.
+    flat = grid_rows({"p1": {"a": 1.0, "b": 1.0}, "p2": {"a": 1.0, "b": 2.0}})
+    (entry,) = consensus(flat)
+    assert entry["pairs"][0]["kendall"] is None and entry["mean_kendall"] is None
+    assert entry["n_pairs_compared"] == 1 and entry["n_pairs_agree"] == 0
+
+
+def test_consensus_primary_metric_and_errors():
+    cer = {"p1": {"a": 9.0, "b": 1.0}, "p2": {"a": 9.0, "b": 1.0}}
+    rows = grid_rows(REVERSED_BY_P3) + grid_rows(cer, metric="cer")
+    (entry,) = consensus(rows)        # cer comes before wer in PRIMARY_METRIC_ORDER
+    assert entry["metric"] == "cer" and entry["ranking"][0]["upstream"] == "b"
+    (entry,) = consensus(rows, metric="wer")
+    assert entry["metric"] == "wer" and entry["n_upstreams"] == 3
+    with pytest.raises(ConfigError, match="unknown consensus method"):
+        consensus(rows, method="copeland")
+
+
+def test_format_consensus():
+    entries = consensus(grid_rows(REVERSED_BY_P3))
+    md = format_consensus(entries, "md")
+    assert md.splitlines()[0].startswith(
+        "| Task | Probes | Agree | Kendall | Spearman | Missing | Rank | Upstream | Borda |")
+    assert "| asr/ds (wer ↓) | 3 | 1/3 | -0.33 | -0.33 | 0/9 | 1 | a | 4 | p1 1, p2 1, p3 3 |" in md
+    assert "|  |  |  |  |  |  | 3 | c | 2 | p1 3, p2 3, p3 1 |" in md
+    assert format_consensus(entries, "markdown") == md
+    mean_rank = format_consensus(consensus(grid_rows(REVERSED_BY_P3), method="mean_rank"), "md")
+    assert "| Mean rank |" in mean_rank and "| 1.667 |" in mean_rank
+    tex = format_consensus(entries, "tex", caption="Consensus", label="tab:c")
+    assert r"\toprule" in tex and r"wer $\downarrow$" in tex and r"\label{tab:c}" in tex
+    assert format_consensus(entries, "latex", caption="Consensus", label="tab:c") == tex
+    assert json.loads(format_consensus(entries, "json")) == entries
+    lines = list(csv.DictReader(format_consensus(entries, "csv").splitlines()))
+    assert [(r["upstream"], r["rank"], r["aggregate"], r["rank_p3"]) for r in lines] == [
+        ("a", "1", "4.0", "3.0"), ("b", "2", "3.0", "2.0"), ("c", "3", "2.0", "1.0")]
+    assert lines[0]["n_pairs_agree"] == "1" and float(lines[0]["mean_kendall"]) == pytest.approx(-1 / 3)
+    with pytest.raises(ConfigError, match="unknown table format"):
+        format_consensus(entries, "html")
+
+
+def test_consensus_on_seed002_matches_robustness():
+    """With two probes the mean pairwise Spearman is robustness's Spearman of that pair."""
+    rows = load_long_csv(SEED002_CSV)
+    entries = {(e["task"], e["dataset"]): e for e in consensus(rows)}
+    for r in robustness(rows, n_boot=0):
+        entry = entries.get((r["task"], r["dataset"]))
+        if entry is None or entry["metric"] != r["metric"] or entry["n_probes"] != 2:
+            continue
+        assert entry["mean_spearman"] == pytest.approx(r["spearman"])
+        assert entry["mean_kendall"] == pytest.approx(r["kendall"])
+    # LibriSpeech test-other: the three probes rank the nine upstreams identically.
+    other = entries[("asr", "librispeech_test_other")]
+    assert (other["n_probes"], other["n_upstreams"], other["n_pairs_agree"]) == (3, 9, 3)
+
+
+def test_cli_stats_consensus(tmp_path, capsys):
+    from speechssl.cli import main
+
+    store = str(tmp_path / "paper.db")
+    assert main(["results", "import", str(SEED002_CSV), "--store", store]) == 0
+    capsys.readouterr()
+    assert main(["stats", "consensus", "--store", store, "--task", "asv"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| Task | Probes | Agree |") and "| asv/voxceleb1 (eer ↓) | 2 | 0/1 |" in out
+    assert "wavlm_large" in out and "asr/" not in out
+    assert main(["stats", "consensus", "--store", store, "--method", "mean_rank", "--format", "json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert {e["method"] for e in entries} == {"mean_rank"} and len(entries) == 8
+    assert main(["stats", "consensus", "--store", store, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("task,dataset,metric,")

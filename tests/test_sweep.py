@@ -54,10 +54,10 @@ def test_plan_crosses_axes_and_validates(tmp_path):
 
 
 def test_unfit_cells_are_refused_before_any_work(tmp_path, tiny_corpus):
-    cfg = from_dict(SweepConfig, _spec(tmp_path, tiny_corpus, runs=["asv:mean_linear", "lid:ecapa"]))
+    cfg = from_dict(SweepConfig, _spec(tmp_path, tiny_corpus, runs=["asv:mean_linear", "lid:ecapa_tdnn"]))
     with pytest.raises(ConfigError, match="invalid cells") as err:
         run_sweep(cfg, log=lambda _: None)
-    assert "needs embedding" in str(err.value) and "unknown probe 'ecapa'" in str(err.value)
+    assert "needs embedding" in str(err.value) and "unknown probe 'ecapa_tdnn'" in str(err.value)
     missing = from_dict(SweepConfig, _spec(tmp_path, tmp_path / "no-corpus"))
     with pytest.raises(ConfigError, match="no-corpus does not exist"):
         run_sweep(missing, log=lambda _: None)

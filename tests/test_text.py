@@ -12,6 +12,7 @@ from speechssl.downstream.text import (
     BLANK,
     UNK,
     CharTokenizer,
+    SymbolTokenizer,
     TextNormalizer,
     ctc_beam_decode,
     ctc_beam_search,
@@ -79,6 +80,78 @@ def test_tokenizer_save_load():
         CharTokenizer.from_dict({"type": "char", "vocab": ["a", "b"]})
     with pytest.raises(SpeechSSLError, match="empty"):
         CharTokenizer.from_texts(["", " "])
+
+
+def test_tokenizer_vocabulary_checks():
+    with pytest.raises(SpeechSSLError, match="must start with"):
+        CharTokenizer([BLANK, " ", UNK, "a"])
+    with pytest.raises(SpeechSSLError, match="single characters"):
+        CharTokenizer([BLANK, UNK, " ", "ab"])
+    with pytest.raises(SpeechSSLError, match="duplicate"):
+        CharTokenizer([BLANK, UNK, " ", "a", "a"])
+
+
+# ----------------------------------------------------------------------------- symbol tokenizer
+
+
+def test_symbol_tokenizer_vocab_and_round_trip():
+    phones = [["tʃ", "a", "t"], ["a", "ŋ"]]
+    tok = SymbolTokenizer.from_sequences(phones)
+    assert tok.vocab == [BLANK, UNK, "a", "t", "tʃ", "ŋ"]  # sorted; no space forced in
+    assert len(tok) == 6
+    assert (tok.blank_id, tok.unk_id) == (0, 1)
+    assert tok.encode(["tʃ", "a", "t"]) == [4, 2, 3]  # "tʃ" is one symbol, not "t" + "ʃ"
+    assert tok.decode(tok.encode(["tʃ", "a", "t"])) == ["tʃ", "a", "t"]
+    assert tok.decode([0, 4, 0, 0, 2]) == ["tʃ", "a"]  # blanks skipped, no CTC collapsing
+    assert tok.decode([2, 2]) == ["a", "a"]
+    assert tok.decode([]) == []
+    assert SymbolTokenizer.from_sequences(reversed(phones)) == tok  # order of the data does not matter
+    assert repr(tok) == "SymbolTokenizer(6 symbols)"
+
+
+def test_symbol_tokenizer_characters_and_tags():
+    target = list("to ") + ["<place>", " "] + list("paris") + [" ", "</place>"]
+    tok = SymbolTokenizer.from_sequences([target, list("hi")])
+    assert tok.vocab[:3] == [BLANK, UNK, " "]
+    assert "<place>" in tok.vocab and "</place>" in tok.vocab
+    assert tok.decode(tok.encode(target)) == target
+    # Unseen symbols (a new tag, a new character) become <unk>, which decodes literally.
+    assert tok.encode(["<city>", "é", "h"]) == [tok.unk_id, tok.unk_id, tok.vocab.index("h")]
+    assert tok.decode(tok.encode(["<city>"])) == [UNK]
+    with pytest.raises(ValueError, match="outside"):
+        tok.decode([len(tok)])
+
+
+def test_symbol_tokenizer_save_load():
+    tok = SymbolTokenizer.from_sequences([["<NOUN>", " ", "é"], ["ʁ"]])
+    data = json.loads(json.dumps(tok.to_dict()))
+    assert data["type"] == "symbols"
+    assert SymbolTokenizer.from_dict(data) == tok
+    # A character tokenizer is a different kind of saved tokenizer, even with equal entries.
+    chars = CharTokenizer.from_texts(["ab"])
+    same_entries = SymbolTokenizer(chars.vocab)
+    assert same_entries != chars and chars != same_entries
+    with pytest.raises(SpeechSSLError, match="symbols"):
+        SymbolTokenizer.from_dict(chars.to_dict())
+    with pytest.raises(SpeechSSLError):
+        CharTokenizer.from_dict(data)
+
+
+def test_symbol_tokenizer_bad_inputs():
+    with pytest.raises(SpeechSSLError, match="empty"):
+        SymbolTokenizer.from_sequences([[], []])
+    with pytest.raises(SpeechSSLError, match="reserved"):
+        SymbolTokenizer.from_sequences([["a", UNK]])
+    with pytest.raises(SpeechSSLError, match="reserved"):
+        SymbolTokenizer.from_sequences([[BLANK]])
+    with pytest.raises(SpeechSSLError, match="non-empty"):
+        SymbolTokenizer.from_sequences([["a", ""]])
+    with pytest.raises(SpeechSSLError, match="must start with"):
+        SymbolTokenizer(["a", "b"])
+    with pytest.raises(SpeechSSLError, match="duplicate"):
+        SymbolTokenizer([BLANK, UNK, "a", "a"])
+    with pytest.raises(SpeechSSLError, match="non-empty strings"):
+        SymbolTokenizer([BLANK, UNK, 3])
 
 
 # ----------------------------------------------------------------------------- CTC

@@ -249,6 +249,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         print(stats.format_robustness(results, args.format))
     elif args.stats_verb == "leaderboard":
         print(stats.format_leaderboard(stats.leaderboard(rows, metric=args.metric), args.format))
+    elif args.stats_verb == "consensus":
+        print(stats.format_consensus(stats.consensus(rows, method=args.method, metric=args.metric), args.format))
     elif args.stats_verb == "multilingual":
         print(stats.format_multilingual(stats.multilingual(rows, metric=args.metric or "cer", worst_n=args.worst),
                                         args.format))
@@ -519,20 +521,27 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=_cmd_sweep)
 
     stats_parser = verbs.add_parser(
-        "stats", help="statistics over the store: leaderboard, probe robustness, multilingual, score",
+        "stats", help="statistics over the store: leaderboard, probe robustness, consensus, multilingual, score",
         description="robustness: Pearson/Spearman/Kendall correlations of upstream scores between probe "
-                    "families per task, with p-values and bootstrap CIs (seed 002, Table 2). leaderboard: mean "
+                    "families per task, with p-values and bootstrap CIs (seed 002, Table 2). consensus: one "
+                    "ranking per task over all probe families (Borda count or mean rank) and how often the "
+                    "probes' orderings agree (docs/consensus.md). leaderboard: mean "
                     "+- std over seeds. multilingual: ML-SUPERB 2.0 aggregates over languages. score: "
                     "SUPERB-style normalised overall score. See docs/statistics.md.")
     _add_common(stats_parser)
     stats_verbs = stats_parser.add_subparsers(dest="stats_verb", metavar="STATISTIC", required=True)
-    for name in ("robustness", "leaderboard", "multilingual", "score"):
+    for name in ("robustness", "leaderboard", "consensus", "multilingual", "score"):
         sub = stats_verbs.add_parser(name)
         _add_common(sub)
         _add_store(sub)
         _add_row_filters(sub)
-        sub.add_argument("--format", choices=["md", "json", "tex"], default="md")
-        sub.add_argument("--metric", default=None, help="only this metric (default: all / cer for multilingual)")
+        sub.add_argument("--format", choices=["md", "json", "tex"] + (["csv"] if name == "consensus" else []),
+                         default="md")
+        if name == "consensus":
+            sub.add_argument("--method", choices=["borda", "mean_rank"], default="borda",
+                             help="aggregate per-probe ranks by Borda count (default) or mean rank")
+        sub.add_argument("--metric", default=None,
+                         help="only this metric (default: all; cer for multilingual; the primary one for consensus)")
         sub.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (robustness)")
         sub.add_argument("--pair", action="append", default=[], metavar="A:B",
                          help="robustness: compare probe A (first) with probe B, in this order (repeatable; "

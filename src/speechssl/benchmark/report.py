@@ -13,8 +13,11 @@ call, as ``speechssl report`` does):
   (``\\input`` it; needs ``\\usepackage{booktabs}``).
 
 Sections: overview, leaderboard per task, normalised overall score, rank robustness between
-probe families, multilingual aggregates, layer weights, pretraining curves, cost per
-upstream, failed runs. A section without data says why instead of disappearing. Only the
+probe families, consensus across probe families, multilingual aggregates, layer weights,
+pretraining curves, cost per upstream, failed runs. A section without data says why instead
+of disappearing, except two that only exist when they apply: pretraining (when run
+directories are given) and consensus (when some task has two probes over two common
+upstreams; the robustness section already says why probes cannot be compared). Only the
 test split of finished runs is reported. The same inputs give byte-identical files; the one
 exception is the "generated at" line, which ``timestamp=False`` leaves out.
 
@@ -241,6 +244,9 @@ def build_report(
     report.sections.append(leaderboard)
     report.sections.append(_normalised_section(overall, baseline, primary))
     report.sections.append(_robustness_section(overall, primary))
+    consensus = _consensus_section(overall, primary)
+    if consensus is not None:
+        report.sections.append(consensus)
     report.sections.append(_multilingual_section(rows))
     report.sections.append(_layer_section([r for r in runs if r.get("run_id") not in superseded]))
     if pretrain_dirs:
@@ -457,6 +463,70 @@ def _robustness_section(rows: list[dict], primary: dict[str, str]) -> Section:
     section.add(Table(headers, table_rows, caption="Rank agreement between probe families.",
                       label="tab:robustness", align=["l", "l"] + ["r"] * 7))
     return section.add(*figures)
+
+
+def _consensus_section(rows: list[dict], primary: dict[str, str]) -> Section | None:
+    """Borda consensus over probe families per task; None when no task has 2 probes over 2 upstreams."""
+    section = Section("Consensus across probe families", "consensus")
+    primary_rows = [r for r in rows if r["metric"] == primary[r["task"]]]
+    try:
+        results = stats.consensus(primary_rows, method="borda")
+    except ConfigError as exc:
+        return _stats_failed(section, exc)
+    if not results:
+        return None
+    section.add(
+        "One ranking of the upstreams per task over all its probe families, on the task's primary metric: each "
+        "probe ranks the upstreams it scored (1 = best, ties share their mean rank) and an upstream earns "
+        "n - rank Borda points from each probe (n: upstreams that probe ranked). Only upstreams scored by at "
+        "least two probes, and probes that scored at least two of them, take part. Agreement: the probe pairs "
+        "whose orderings of their common upstreams are identical, out of the pairs compared; Kendall tau and "
+        "Spearman rho are means over the probe pairs (1: every probe orders the upstreams alike, 0: unrelated, "
+        "-1: reversed). Missing: (upstream, probe) cells without a score, which score no point."
+    )
+    summary_rows = []
+    for r in results:
+        where = _consensus_where(r)
+        summary_rows.append([
+            where, str(r["n_probes"]), str(r["n_upstreams"]), f"{r['n_pairs_agree']}/{r['n_pairs_compared']}",
+            _corr(r["mean_kendall"], None), _corr(r["mean_spearman"], None),
+            f"{r['n_missing']}/{r['n_probes'] * r['n_upstreams']}",
+            ", ".join(m["upstream"] for m in r["ranking"] if m["rank"] == 1),
+        ])
+    section.add(Table(["task", "probes", "upstreams", "pairs agreeing", "mean Kendall", "mean Spearman",
+                       "missing cells", "consensus best"], summary_rows,
+                      caption="Agreement between probe families and the consensus winner per task.",
+                      label="tab:consensus", align=["l", "r", "r", "r", "r", "r", "r", "l"]))
+    left_out = []
+    for r in results:
+        parts = [f"{kind}: {_names(names)}"
+                 for kind, names in (("probes", r["dropped_probes"]), ("upstreams", r["dropped_upstreams"])) if names]
+        if parts:
+            left_out.append(f"on {_consensus_where(r)}, " + " and ".join(parts))
+    if left_out:
+        section.add("Left out of the consensus (too few scores to be ranked against the others): "
+                    + "; ".join(left_out) + ".")
+    for r in results:
+        where = _consensus_where(r)
+        # Borda points are whole or halves (tied ranks), so no fixed decimals.
+        table_rows = [[str(m["rank"]), m["upstream"], f"{m['aggregate']:g}",
+                       *(DASH if m["ranks"][p] is None else f"{m['ranks'][p]:g}" for p in r["probes"])]
+                      for m in r["ranking"]]
+        section.add(Table(["rank", "upstream", "Borda points", *(f"rank ({p})" for p in r["probes"])], table_rows,
+                          caption=f"Consensus ranking: {where}, Borda count over {r['n_probes']} probes.",
+                          label=f"tab:consensus-{_slug(r['task'], r['dataset'], _non_default(r['regime']))}",
+                          align=["r", "l", "r"] + ["r"] * len(r["probes"])))
+    return section
+
+
+def _non_default(regime: str) -> str | None:
+    """The regime for a label, None for the usual frozen upstream."""
+    return None if regime == "frozen" else regime
+
+
+def _consensus_where(result: dict) -> str:
+    where = result["task"] + (f" on {result['dataset']}" if result["dataset"] else "") + f" ({result['metric']}"
+    return where + (f", {result['regime']})" if result["regime"] != "frozen" else ")")
 
 
 def _corr(value: Any, ci: Any) -> str:

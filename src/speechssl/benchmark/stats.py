@@ -33,6 +33,15 @@ Conventions shared by all functions
     ``(mean_b - mean_a) / mean_a * 100`` when higher is better (``|mean_a|`` in the
     denominator, so that a negative mean_a cannot flip the sign).
 
+:func:`consensus`
+    One ranking of the upstreams per (task, dataset, metric, regime, split) over all the
+    probe families that scored them, on the task's primary metric: each probe ranks the
+    upstreams (ties averaged), the ranks are aggregated by Borda count or mean rank, and
+    the probes' agreement is summarised as in seed 002's correlation tables (pairs of
+    probes whose orderings are identical, mean pairwise Kendall tau and Spearman rho).
+    Only upstreams scored by >= 2 probes and probes scoring >= 2 of them take part; see
+    ``docs/consensus.md``.
+
 :func:`multilingual`
     ML-SUPERB 2.0 aggregates over per-language rows: the macro average over languages
     (a language scored on several datasets is averaged over them first), the standard
@@ -53,11 +62,13 @@ Conventions shared by all functions
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import math
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -68,7 +79,10 @@ from speechssl.benchmark.tables import latex_table, markdown_table
 from speechssl.errors import ConfigError
 
 __all__ = [
+    "CONSENSUS_METHODS",
     "PRIMARY_METRIC_ORDER",
+    "consensus",
+    "format_consensus",
     "format_leaderboard",
     "format_robustness",
     "leaderboard",
@@ -426,6 +440,170 @@ def robustness(
             "higher_is_better": hib,
             "values_a": [float(v) for v in x], "values_b": [float(v) for v in y],
             "ci": ci, "n_boot": n_boot, "n_boot_used": used,
+        })
+    return results
+
+
+# --------------------------------------------------------------------------- consensus
+
+CONSENSUS_METHODS = ("borda", "mean_rank")
+
+
+def _comparable_core(scores: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The largest part of ``{probe: {upstream: score}}`` in which every upstream is scored by
+    >= 2 probes and every probe scores >= 2 upstreams.
+
+    Dropping a probe can leave an upstream with one probe (and the other way round), so the
+    two rules are applied until nothing changes; the result does not depend on the order.
+    """
+    kept = {probe: dict(by_upstream) for probe, by_upstream in scores.items()}
+    while True:
+        probes_per_upstream = Counter(u for by_upstream in kept.values() for u in by_upstream)
+        trimmed = {probe: {u: v for u, v in by_upstream.items() if probes_per_upstream[u] >= 2}
+                   for probe, by_upstream in kept.items()}
+        trimmed = {probe: by_upstream for probe, by_upstream in trimmed.items() if len(by_upstream) >= 2}
+        if trimmed == kept:
+            return kept
+        kept = trimmed
+
+
+def _ranks_within_probe(by_upstream: Mapping[str, float], higher_is_better: bool) -> dict[str, float]:
+    """Rank 1 = best score; tied upstreams share the mean of their ranks (1, 2.5, 2.5, 4)."""
+    names = sorted(by_upstream)
+    values = np.array([by_upstream[u] for u in names])
+    ranks = sps.rankdata(-values if higher_is_better else values, method="average")
+    return {u: float(r) for u, r in zip(names, ranks)}
+
+
+def _rank_agreement(ranks_a: Mapping[str, float], ranks_b: Mapping[str, float]) -> dict:
+    """How alike two probes order the upstreams both of them scored.
+
+    ``agree`` is True when the orderings are identical (ties included: a tie under one probe
+    that the other breaks is a disagreement); None, like the correlations, with fewer than
+    2 common upstreams. Kendall tau-b and Spearman rho are None when a probe ties them all.
+    """
+    common = sorted(set(ranks_a) & set(ranks_b))
+    out = {"n": len(common), "agree": None, "kendall": None, "spearman": None}
+    if len(common) < 2:
+        return out
+    # Re-ranked among the common upstreams, so that an upstream only one probe scored
+    # cannot make two identical orderings look different.
+    x = sps.rankdata([ranks_a[u] for u in common])
+    y = sps.rankdata([ranks_b[u] for u in common])
+    out["agree"] = bool(np.array_equal(x, y))
+    if np.ptp(x) > 0 and np.ptp(y) > 0:
+        with warnings.catch_warnings():
+            # Two upstreams give rho = +-1 with an undefined p-value, which we do not use.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out["kendall"] = _float(sps.kendalltau(x, y).statistic)
+            out["spearman"] = _float(sps.spearmanr(x, y).statistic)
+    return out
+
+
+def _mean_or_none(values: Iterable[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def consensus(
+    rows: Iterable[Mapping],
+    task: str | None = None,
+    method: str = "borda",
+    metric: str | None = None,
+    skipped: list | None = None,
+) -> list[dict]:
+    """Consensus ranking of the upstreams over probe families, one dict per group.
+
+    Groups are (task, dataset, metric, regime, split) over overall rows, on each task's
+    primary metric (the first of :data:`PRIMARY_METRIC_ORDER` present, else the first by
+    name; ``metric`` fixes it for every task; ``task`` keeps one task). Per group, the seed mean of every
+    (upstream, probe) is taken, then only the upstreams scored by >= 2 probes and the
+    probes scoring >= 2 of those upstreams are kept (repeated until both hold; the rest is
+    listed in ``dropped_upstreams``/``dropped_probes``). Each probe ranks the upstreams it
+    scored, direction-aware (1 = best, ties get their mean rank); an upstream a probe did
+    not score is left out of that probe's ranking, and such cells are counted in
+    ``n_missing`` and listed in ``missing`` as ``[upstream, probe]``.
+
+    ``method`` aggregates the per-probe ranks of an upstream:
+
+    * ``"borda"``: Borda count, the sum over probes of ``n_p - rank`` points (``n_p`` =
+      upstreams the probe ranked, so the best gets ``n_p - 1`` and the worst 0; a missing
+      cell scores 0); higher is better;
+    * ``"mean_rank"``: the mean of its ranks over the probes that scored it; lower is better.
+
+    Each result: ``task, dataset, metric, regime, split, higher_is_better, method,
+    probes`` (sorted), ``n_probes, n_upstreams, ranking`` (best first: ``upstream, rank``
+    (1 = best; ties share the best rank), ``aggregate``, ``ranks`` {probe: rank or None},
+    ``n_probes``), ``n_missing, missing, dropped_upstreams, dropped_probes``, ``pairs``
+    (every probe pair by name: ``probe_a, probe_b, n`` common upstreams, ``agree, kendall,
+    spearman``), ``n_pairs``, ``n_pairs_compared`` (pairs with >= 2 common upstreams),
+    ``n_pairs_agree`` (identical orderings), ``mean_kendall, mean_spearman`` (over the
+    pairs where defined; None if none). Groups left with < 2 probes are not returned and
+    are appended to ``skipped`` (if a list is given) with a ``reason``.
+    """
+    if method not in CONSENSUS_METHODS:
+        raise ConfigError(f"unknown consensus method {method!r}; choose one of {', '.join(CONSENSUS_METHODS)}")
+    flat = _normalise(rows, languages="overall", task=task, metric=metric)
+    present: dict[str, set[str]] = defaultdict(set)
+    for r in flat:
+        present[r["task"]].add(r["metric"])
+    primary = {name: _primary_metric(name, metrics, None) for name, metrics in present.items()}
+    cells = _seed_means([r for r in flat if r["metric"] == primary[r["task"]]])
+    # group -> probe -> upstream -> seed mean
+    groups: dict[tuple, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    direction: dict[tuple, bool] = {}
+    for cell, agg in cells.items():
+        c = dict(zip(_CELL, cell))
+        gkey = (c["task"], c["dataset"], c["metric"], c["regime"], c["split"])
+        groups[gkey][c["probe"]][c["upstream"]] = agg["mean"]
+        direction[gkey] = agg["higher_is_better"]
+
+    results = []
+    for gkey in sorted(groups):
+        task_name, dataset, metric_name, regime, split = gkey
+        hib = direction[gkey]
+        core = _comparable_core(groups[gkey])
+        all_upstreams = {u for by_upstream in groups[gkey].values() for u in by_upstream}
+        upstreams = sorted({u for by_upstream in core.values() for u in by_upstream})
+        probes = sorted(core)
+        if len(probes) < 2:
+            note = {"task": task_name, "dataset": dataset, "metric": metric_name, "regime": regime, "split": split,
+                    "reason": "fewer than 2 probes scoring at least 2 common upstreams"}
+            log.info("consensus: skipped %s", note)
+            if skipped is not None:
+                skipped.append(note)
+            continue
+        ranks = {probe: _ranks_within_probe(core[probe], hib) for probe in probes}
+        aggregate = {}
+        for u in upstreams:
+            mine = {probe: ranks[probe][u] for probe in probes if u in ranks[probe]}
+            if method == "borda":
+                aggregate[u] = float(sum(len(ranks[probe]) - rank for probe, rank in mine.items()))
+            else:
+                aggregate[u] = float(np.mean(list(mine.values())))
+        # Rounded before ranking so that float noise in a mean cannot split a true tie.
+        keyed = np.round(np.array([aggregate[u] for u in upstreams]), 9)
+        order = sps.rankdata(-keyed if method == "borda" else keyed, method="min").astype(int)
+        ranking = [{"upstream": u, "rank": int(rank), "aggregate": aggregate[u],
+                    "ranks": {probe: ranks[probe].get(u) for probe in probes},
+                    "n_probes": sum(u in ranks[probe] for probe in probes)}
+                   for u, rank in zip(upstreams, order)]
+        ranking.sort(key=lambda e: (e["rank"], e["upstream"]))
+        missing = [[u, probe] for u in upstreams for probe in probes if u not in ranks[probe]]
+        pairs = [{"probe_a": a, "probe_b": b, **_rank_agreement(ranks[a], ranks[b])}
+                 for i, a in enumerate(probes) for b in probes[i + 1:]]
+        compared = [p for p in pairs if p["agree"] is not None]
+        results.append({
+            "task": task_name, "dataset": dataset, "metric": metric_name, "regime": regime, "split": split,
+            "higher_is_better": hib, "method": method, "probes": probes,
+            "n_probes": len(probes), "n_upstreams": len(upstreams), "ranking": ranking,
+            "n_missing": len(missing), "missing": missing,
+            "dropped_upstreams": sorted(all_upstreams - set(upstreams)),
+            "dropped_probes": sorted(set(groups[gkey]) - set(probes)),
+            "pairs": pairs, "n_pairs": len(pairs), "n_pairs_compared": len(compared),
+            "n_pairs_agree": sum(p["agree"] for p in compared),
+            "mean_kendall": _mean_or_none(p["kendall"] for p in pairs),
+            "mean_spearman": _mean_or_none(p["spearman"] for p in pairs),
         })
     return results
 
@@ -807,6 +985,78 @@ def format_normalised(entries: Sequence[Mapping], fmt: str, caption: str | None 
     body = [[e["upstream"], str(round(e["score"])),  # round(): no "-0"
              *("–" if e["tasks"].get(u) is None else str(round(e["tasks"][u])) for u in units)] for e in entries]
     align = ["l", "r", *("r" for _ in units)]
+    if fmt == "md":
+        return markdown_table(headers, body, align=align)
+    return latex_table(headers, body, caption=caption, label=label, align=align)
+
+
+# The brief's long names are accepted too, next to the short ones the other tables use.
+_CONSENSUS_FORMATS = {"md": "md", "markdown": "md", "json": "json", "tex": "tex", "latex": "tex", "csv": "csv"}
+_AGGREGATE_HEADERS = {"borda": "Borda", "mean_rank": "Mean rank"}
+
+
+def _rank_text(rank: float | None) -> str:
+    """A rank as printed: 2, or 2.5 for a tie (mean ranks of ties are whole or halves); "–" when missing."""
+    return "–" if rank is None else f"{rank:g}"
+
+
+def _consensus_csv(entries: list[dict]) -> str:
+    """One line per (group, upstream), group statistics repeated, a ``rank_<probe>`` column per probe."""
+    probes = sorted({probe for e in entries for probe in e["probes"]})
+    group_fields = ["task", "dataset", "metric", "regime", "split", "higher_is_better", "method", "n_probes",
+                    "n_upstreams", "n_missing", "n_pairs", "n_pairs_compared", "n_pairs_agree", "mean_kendall",
+                    "mean_spearman"]
+    fields = group_fields + ["rank", "upstream", "aggregate"] + [f"rank_{probe}" for probe in probes]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for e in entries:
+        for member in e["ranking"]:
+            line = {f: e[f] for f in group_fields}
+            line.update(rank=member["rank"], upstream=member["upstream"], aggregate=member["aggregate"])
+            line.update({f"rank_{probe}": rank for probe, rank in member["ranks"].items()})
+            writer.writerow({k: "" if v is None else v for k, v in line.items()})
+    return buf.getvalue().rstrip("\n")
+
+
+def format_consensus(entries: Sequence[Mapping], fmt: str, caption: str | None = None,
+                     label: str | None = None) -> str:
+    """:func:`consensus` results as ``md``/``markdown``, ``json``, ``tex``/``latex`` or ``csv``.
+
+    md and tex: one line per upstream, best first, with the group's statistics on its
+    first line: Task, Probes, Agree (pairs with identical orderings / pairs compared),
+    Kendall and Spearman (means over probe pairs), Missing ((upstream, probe) cells
+    without a score / all cells), then Rank, Upstream, the aggregate (Borda points or
+    mean rank) and each probe's rank. csv: a flat table, one line per (group, upstream).
+    ``caption``/``label`` apply to tex.
+    """
+    if fmt not in _CONSENSUS_FORMATS:
+        raise ConfigError(f"unknown table format {fmt!r}; choose one of {', '.join(_CONSENSUS_FORMATS)}")
+    fmt = _CONSENSUS_FORMATS[fmt]
+    entries = [dict(e) for e in entries]
+    if fmt == "json":
+        return json.dumps(entries, indent=2)
+    if fmt == "csv":
+        return _consensus_csv(entries)
+    methods = {e["method"] for e in entries}
+    aggregate_header = _AGGREGATE_HEADERS[methods.pop()] if len(methods) == 1 else "Aggregate"
+    headers = ["Task", "Probes", "Agree", "Kendall", "Spearman", "Missing", "Rank", "Upstream", aggregate_header,
+               "Ranks per probe"]
+    body = []
+    for e in entries:
+        arrow = " ↑" if e["higher_is_better"] else " ↓"
+        group = [
+            _task_label(e["task"], e["dataset"], e["metric"] + arrow, e["regime"], e.get("split", "")),
+            str(e["n_probes"]), f"{e['n_pairs_agree']}/{e['n_pairs_compared']}",
+            _corr(e["mean_kendall"], None), _corr(e["mean_spearman"], None),
+            f"{e['n_missing']}/{e['n_probes'] * e['n_upstreams']}",
+        ]
+        for i, member in enumerate(e["ranking"]):
+            per_probe = ", ".join(f"{probe} {_rank_text(rank)}" for probe, rank in member["ranks"].items())
+            # The group's columns only on its first line, as a leaderboard names its task once.
+            body.append((group if i == 0 else [""] * len(group))
+                        + [str(member["rank"]), member["upstream"], _num(member["aggregate"]), per_probe])
+    align = ["l", "r", "r", "r", "r", "r", "r", "l", "r", "l"]
     if fmt == "md":
         return markdown_table(headers, body, align=align)
     return latex_table(headers, body, caption=caption, label=label, align=align)

@@ -16,6 +16,11 @@ class FeaturizerConfig:
         None, help="use only this upstream layer (negative counts from the end); null = learn a softmax-weighted sum"
     )
     normalize_layers: bool = param(False, help="layer-normalise each layer (no affine) before weighting")
+    standardize: bool = param(
+        False,
+        help="standardise every used layer per dimension with the train split's mean and std "
+        "(computed once from the feature cache) before weighting",
+    )
 
 
 @dataclass
@@ -30,12 +35,28 @@ class CacheConfig:
 class ProbeConfig:
     """Hyper-parameters shared by the probe families; each probe reads the ones it has."""
 
-    hidden: int = param(256, gt=0, help="BiLSTM units per direction / TDNN channels (SUPERB's ASR BiLSTM: 1024)")
-    num_layers: int = param(2, min=1, help="BiLSTM layers")
+    hidden: int = param(
+        256, gt=0,
+        help="width of the probe body: BiLSTM units per direction, MLP/CNN/TDNN/ECAPA channels, "
+        "Transformer/Conformer/decoder model size (SUPERB's ASR BiLSTM: 1024)",
+    )
+    num_layers: int = param(2, min=1, help="layers (blocks) of the BiLSTM / CNN / Transformer / Conformer body")
+    heads: int = param(4, min=1, help="attention heads (Transformer, Conformer, attention decoder); must divide hidden")
+    kernel_size: int = param(15, min=1, help="depthwise convolution kernel (CNN body, Conformer convolution module)")
     dropout: float = param(0.2, min=0.0, lt=1.0)
-    embed_dim: int = param(256, gt=0, help="x-vector speaker embedding size")
-    margin: float = param(0.2, min=0.0, help="AM-softmax margin (x-vector speaker training)")
-    scale: float = param(30.0, gt=0.0, help="AM-softmax scale")
+    embed_dim: int = param(256, gt=0, help="speaker embedding size (x-vector, ECAPA)")
+    margin: float = param(0.2, min=0.0, help="AM-softmax / AAM-softmax margin (speaker training)")
+    scale: float = param(30.0, gt=0.0, help="AM-softmax / AAM-softmax scale")
+    decoder_layers: int = param(2, min=1, help="Transformer decoder layers of the *_ctcattn probes")
+    ctc_weight: float = param(
+        0.3, min=0.0, max=1.0,
+        help="hybrid CTC-attention: weight of CTC in the loss and in joint beam search (ESPnet's default 0.3)",
+    )
+    label_smoothing: float = param(0.1, min=0.0, lt=1.0, help="label smoothing of the attention decoder's loss")
+
+    def validate(self) -> None:
+        if self.hidden % self.heads:
+            raise ConfigError(f"probe_cfg.heads ({self.heads}) must divide probe_cfg.hidden ({self.hidden})")
 
 
 @dataclass
@@ -52,9 +73,20 @@ class TrainConfig:
 
 @dataclass
 class AsrConfig:
+    """Text handling and decoding of every sequence task (asr, pr, sf, sa, ast)."""
+
     lowercase: bool = param(True)
     remove_punctuation: bool = param(True)
-    beam_size: int = param(8, min=1, help="CTC prefix beam search width for the test set (1 = greedy only)")
+    beam_size: int = param(
+        8, min=1, help="beam width on the test set: CTC prefix beam search, or joint CTC-attention beam search "
+        "for *_ctcattn probes (1 = greedy only)"
+    )
+
+
+@dataclass
+class AstConfig:
+    source: str = param("fr", help="source language(s) of speech translation: comma-separated codes, or * for all but the target")
+    target: str = param("en", help="target language (the corpus's `translations` field)")
 
 
 @dataclass
@@ -79,7 +111,9 @@ class BenchConfig:
     """A benchmark run. `speechssl bench --upstream U --task T [--probe P] [--data DIR] KEY=VALUE...`"""
 
     upstream: str = param("mfcc", help="mfcc | fbank | ge2e | hf:<local dir> | ckpt:<checkpoint or run dir>")
-    task: Literal["asr", "lid", "asv"] = param("lid", help="downstream task")
+    task: Literal["asr", "pr", "lid", "asv", "er", "ic", "sf", "sa", "ast"] = param(
+        "lid", help="downstream task (docs/benchmark.md, 'Tasks')"
+    )
     probe: str = param("", help="probe family ('' = the task's default)")
     data: str = param("data/synth", help="manifest directory (speechssl corpus synth / prepare)")
     train_split: str = param("train")
@@ -98,6 +132,7 @@ class BenchConfig:
     probe_cfg: ProbeConfig = field(default_factory=ProbeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
+    ast: AstConfig = field(default_factory=AstConfig)
     cost: CostConfig = field(default_factory=CostConfig)
 
     def validate(self) -> None:

@@ -33,7 +33,7 @@ DEFAULT_COUNTRY = "FRA"
 France by default (LeBenchmark is a French benchmark); set it to where the machine
 actually is (``cost.country``): the CO2 figure is only as right as this code."""
 
-_HEAVY_OP = re.compile(r"mm|matmul|linear|conv|attention|rnn|lstm|gru|fft|einsum", re.IGNORECASE)
+_HEAVY_OP = re.compile(r"mm|matmul|linear|conv|attention|transformer|rnn|lstm|gru|fft|einsum", re.IGNORECASE)
 """Op names that do real arithmetic work; seen but not counted, they make a count partial."""
 
 
@@ -97,6 +97,36 @@ def _native_kernels() -> Iterator[None]:
             set_(previous)
 
 
+@contextlib.contextmanager
+def _unfused_attention() -> Iterator[None]:
+    """Turn off the "fast path" of ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``.
+
+    In eval mode without gradients they otherwise run as one fused op
+    (``_native_multi_head_attention``, ``_transformer_encoder_layer_fwd``) that
+    FlopCounterMode has no formula for, so a whole Transformer layer would count 0; the
+    regular path runs ``addmm``\\ s and scaled-dot-product attention, which are counted.
+    Process-wide, like :func:`_native_kernels`.
+    """
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    previous = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(previous)
+
+
+def _uncounted_heavy_ops(recorder: _OpRecorder, extra: dict[Any, Any]) -> list[str]:
+    """Ops that ran, look like real arithmetic work and have no FLOP formula."""
+    from torch.utils.flop_counter import flop_registry
+
+    known = {str(op) for op in (*flop_registry, *extra)}
+    return sorted(op for op in recorder.seen - known if _HEAVY_OP.search(op.split(".")[-1]))
+
+
 def _module_device(module: nn.Module) -> torch.device:
     for tensor in (*module.parameters(), *module.buffers()):
         return tensor.device
@@ -128,7 +158,7 @@ def count_upstream_flops(upstream: nn.Module, seconds: float = 1.0) -> dict[str,
     the per-second figures do not depend on ``seconds``; attention makes them grow
     with it (quadratic term), so compare upstreams at the same ``seconds``.
     """
-    from torch.utils.flop_counter import FlopCounterMode, flop_registry
+    from torch.utils.flop_counter import FlopCounterMode
 
     if not seconds > 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
@@ -142,13 +172,12 @@ def count_upstream_flops(upstream: nn.Module, seconds: float = 1.0) -> dict[str,
     extra = _extra_flop_formulas()
     counter = FlopCounterMode(display=False, custom_mapping=extra)
     recorder = _OpRecorder()
-    with torch.no_grad(), _native_kernels(), counter, recorder:
+    with torch.no_grad(), _native_kernels(), _unfused_attention(), counter, recorder:
         upstream(waveforms, lengths)
 
     counted = {str(op): int(flops) for op, flops in counter.get_flop_counts().get("Global", {}).items()}
     total = int(sum(counted.values()))
-    known = {str(op) for op in (*flop_registry, *extra)}
-    uncounted = sorted(op for op in recorder.seen - known if _HEAVY_OP.search(op.split(".")[-1]))
+    uncounted = _uncounted_heavy_ops(recorder, extra)
     return {
         "flops": total,
         "flops_per_second": total / seconds,
@@ -159,6 +188,50 @@ def count_upstream_flops(upstream: nn.Module, seconds: float = 1.0) -> dict[str,
         "partial": bool(uncounted),
         "counter": f"torch.utils.flop_counter {torch.__version__}",
     }
+
+
+def count_probe_macs(probe: nn.Module, in_dim: int, frame_rate: float, seconds: float = 1.0) -> int:
+    """Multiply-accumulates of one forward pass of ``probe`` on ``seconds`` of features.
+
+    The input is one utterance of ``round(frame_rate * seconds)`` frames of seeded
+    standard-normal ``in_dim``-dimensional features, all valid. The pass runs in eval
+    mode under ``torch.no_grad()``; the probe's train/eval mode is restored afterwards.
+    A training-free probe (output kind ``verification``, e.g. ``cosine``) has no
+    forward pass to count: its ``embed`` is counted instead.
+
+    Counted as in :func:`count_upstream_flops` (FlopCounterMode FLOPs / 2): matrix
+    products, convolutions (depthwise ones at their real, grouped cost) and attention,
+    with LSTMs on native kernels and the fused attention fast path off so that both
+    are counted exactly. Biases, norms, activations, softmax and pooling are not.
+    A heavy op left uncounted is logged as a warning.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if not seconds > 0 or not frame_rate > 0:
+        raise ValueError(f"seconds and frame_rate must be > 0, got {seconds} and {frame_rate}")
+    frames = max(1, round(frame_rate * seconds))
+    device = _module_device(probe)
+    dtype = next((p.dtype for p in probe.parameters() if p.is_floating_point()), torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(1, frames, in_dim, generator=generator).to(device=device, dtype=dtype)
+    lengths = torch.tensor([frames], dtype=torch.long, device=device)
+    run = probe.embed if getattr(probe, "output_kind", None) == "verification" else probe
+
+    extra = _extra_flop_formulas()
+    counter = FlopCounterMode(display=False, custom_mapping=extra)
+    recorder = _OpRecorder()
+    was_training = probe.training
+    probe.eval()
+    try:
+        with torch.no_grad(), _native_kernels(), _unfused_attention(), counter, recorder:
+            run(features, lengths)
+    finally:
+        probe.train(was_training)
+
+    uncounted = _uncounted_heavy_ops(recorder, extra)
+    if uncounted:
+        logging.getLogger(__name__).warning("probe MACs leave out ops with no FLOP formula: %s", ", ".join(uncounted))
+    return int(counter.get_total_flops()) // 2
 
 
 # ---------------------------------------------------------------- GPU-hours

@@ -29,12 +29,22 @@ class Featurizer(nn.Module):
     so a single input layer just passes through (after the optional normalisation).
     """
 
-    def __init__(self, num_inputs: int, *, normalize: bool = False) -> None:
+    def __init__(self, num_inputs: int, *, normalize: bool = False, stats: tuple[Tensor, Tensor] | None = None) -> None:
         super().__init__()
         if num_inputs < 1:
             raise ValueError("the featurizer needs at least one layer")
         self.num_inputs = num_inputs
         self.normalize = normalize
+        # Per-layer, per-dimension train mean and std ([L, D] each): buffers, so they are
+        # saved with the probe, but never trained.
+        if stats is not None:
+            mean, std = stats
+            if mean.shape != std.shape or mean.shape[0] != num_inputs:
+                raise ValueError(f"standardisation stats must be [{num_inputs}, D], got {tuple(mean.shape)}")
+            self.register_buffer("mean", mean.float())
+            self.register_buffer("std", std.float().clamp(min=1e-5))
+        else:
+            self.mean = self.std = None
         # Zeros -> equal weights after the softmax; no parameter for a single layer.
         self.logits = nn.Parameter(torch.zeros(num_inputs)) if num_inputs > 1 else None
 
@@ -46,6 +56,8 @@ class Featurizer(nn.Module):
     def forward(self, layers: Tensor) -> Tensor:
         if layers.dim() != 4 or layers.shape[0] != self.num_inputs:
             raise ValueError(f"expected [{self.num_inputs}, B, T, D] layers, got {tuple(layers.shape)}")
+        if self.mean is not None:
+            layers = (layers - self.mean[:, None, None, :]) / self.std[:, None, None, :]
         if self.normalize:
             layers = F.layer_norm(layers, layers.shape[-1:])
         if self.logits is None:

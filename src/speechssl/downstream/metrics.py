@@ -1,8 +1,11 @@
-"""Downstream metrics: verification (EER, minDCF), classification and ASR error rates.
+"""Downstream metrics: verification (EER, minDCF), classification (accuracy, UAR, macro-F1),
+error rates (WER/CER, symbol error rate such as PER), slot filling (SUPERB's slot-type F1
+and slot-value CER), translation (BLEU, chrF) and part-of-speech tagging from speech.
 
-Deliberately free of torch: the metrics are computed on plain arrays collected after
-evaluation, so they can be unit-tested against scikit-learn and reused by scripts that
-only read saved scores.
+Deliberately free of torch: the metrics are computed on plain arrays and lists collected
+after evaluation, so they can be unit-tested against scikit-learn and sacrebleu and reused
+by scripts that only read saved predictions. Rates and F1 are fractions in [0, 1] (error
+rates can exceed 1); BLEU and chrF keep sacrebleu's 0-100 scale.
 
 Verification conventions (shared by :func:`eer`, :func:`eer_threshold`, :func:`min_dcf`)
 ---------------------------------------------------------------------------------------
@@ -22,7 +25,19 @@ import jiwer
 import numpy as np
 from sklearn.metrics import f1_score
 
-__all__ = ["accuracy", "eer", "eer_threshold", "error_rates", "macro_f1", "min_dcf"]
+__all__ = [
+    "accuracy",
+    "eer",
+    "eer_threshold",
+    "error_rates",
+    "macro_f1",
+    "min_dcf",
+    "pos_scores",
+    "slot_filling_scores",
+    "token_error_rate",
+    "translation_scores",
+    "unweighted_average_recall",
+]
 
 
 # --------------------------------------------------------------------------- verification
@@ -185,6 +200,32 @@ def macro_f1(pred, true, labels=None) -> float:
     return float(f1_score(true, pred, labels=labels, average="macro", zero_division=0))
 
 
+def unweighted_average_recall(pred, true, labels=None) -> float:
+    """Unweighted average recall (UAR): the mean over classes of the fraction of each class's
+    utterances predicted correctly, every class weighing the same whatever its size.
+
+    The standard emotion-recognition score (IEMOCAP), equal to scikit-learn's
+    ``balanced_accuracy_score``. Only classes that occur in ``true`` are averaged: a class
+    with no true utterance has no recall. ``labels``, if given, is the full label set; it
+    changes nothing in the value but makes a true label outside it an error instead of a
+    class silently scored. Predicting one class for everything gives ``1 / n_classes``.
+    """
+    pred, true = _paired(pred, true)
+    if labels is not None:
+        labels = list(labels)
+        if not labels:
+            raise ValueError("labels is empty")
+        unknown = [t for t in dict.fromkeys(true) if t not in labels]
+        if unknown:
+            raise ValueError(f"true labels not in labels: {unknown[:5]!r}")
+    hits: dict = {}
+    counts: dict = {}
+    for p, t in zip(pred, true):
+        counts[t] = counts.get(t, 0) + 1
+        hits[t] = hits.get(t, 0) + (p == t)
+    return float(np.mean([hits[c] / counts[c] for c in counts]))
+
+
 # --------------------------------------------------------------------------- ASR
 
 
@@ -224,3 +265,256 @@ def error_rates(
         raise ValueError(f"reference(s) empty after normalisation at index {shown}")
     # float(): jiwer 4 returns a plain int in some degenerate cases.
     return {"wer": float(jiwer.wer(refs, hyps)), "cer": float(jiwer.cer(refs, hyps))}
+
+
+# --------------------------------------------------------------------------- symbol sequences
+
+
+def _edit_distance(ref: Sequence, hyp: Sequence) -> int:
+    """Levenshtein distance with unit costs between two sequences (strings or lists)."""
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        current = [i]
+        for j, h in enumerate(hyp, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
+        previous = current
+    return previous[-1]
+
+
+def _paired_sequences(refs, hyps) -> tuple[list[list], list[list]]:
+    """refs and hyps as lists of lists, of equal non-zero length, no reference empty.
+
+    A ``str`` is refused as an item: it is a sequence of characters, which is almost always
+    a transcript passed where a list of symbols (``text.split()``) was meant.
+    """
+    refs, hyps = list(refs), list(hyps)
+    if len(refs) != len(hyps):
+        raise ValueError(f"refs and hyps differ in length: {len(refs)} vs {len(hyps)}")
+    if not refs:
+        raise ValueError("no utterances: refs and hyps are empty")
+    for what, items in (("refs", refs), ("hyps", hyps)):
+        for i, item in enumerate(items):
+            if isinstance(item, str) or not isinstance(item, Sequence):
+                raise ValueError(f"{what}[{i}] is {type(item).__name__}, not a list of symbols")
+    refs, hyps = [list(r) for r in refs], [list(h) for h in hyps]
+    _reject_empty_references(refs)
+    return refs, hyps
+
+
+def _reject_empty_references(refs: list[list]) -> None:
+    # An empty reference has nothing to normalise its errors by (see error_rates).
+    empty = [i for i, r in enumerate(refs) if not r]
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        raise ValueError(f"reference(s) empty at index {shown}")
+
+
+def token_error_rate(refs: Sequence[Sequence[str]], hyps: Sequence[Sequence[str]]) -> float:
+    """Corpus-level symbol error rate: total Levenshtein edits over total reference symbols.
+
+    Symbols are compared whole (``"tʃ"`` against ``"t"`` is one substitution), so over
+    phone sequences this is the phone error rate (PER) as SUPERB computes it (s3prl's
+    ``per``: edits over space-separated phones, summed over the corpus). A fraction, lower
+    is better; it exceeds 1 when insertions outnumber the reference symbols. An empty
+    hypothesis counts as deleting its reference; an empty reference is rejected.
+    """
+    refs, hyps = _paired_sequences(refs, hyps)
+    edits = sum(_edit_distance(r, h) for r, h in zip(refs, hyps))
+    return edits / sum(len(r) for r in refs)
+
+
+# --------------------------------------------------------------------------- slot filling
+
+
+def _is_string_pair(item: object, second_may_be_none: bool = False) -> bool:
+    return (
+        isinstance(item, (tuple, list))
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and (isinstance(item[1], str) or (second_may_be_none and item[1] is None))
+    )
+
+
+def _slots_by_type(slots, what: str, index: int) -> dict[str, list[str]]:
+    """``{type: [values in order]}``, types in order of first occurrence (SUPERB's slot dict)."""
+    grouped: dict[str, list[str]] = {}
+    for pair in slots:
+        if not _is_string_pair(pair):
+            raise ValueError(f"{what}[{index}] holds {pair!r}, not a (type, value) pair of strings")
+        slot_type, value = pair
+        if what == "refs" and not value:
+            raise ValueError(f"refs[{index}] has an empty value for slot type {slot_type!r}")
+        grouped.setdefault(slot_type, []).append(value)
+    return grouped
+
+
+def slot_filling_scores(
+    refs: Sequence[Sequence[tuple[str, str]]], hyps: Sequence[Sequence[tuple[str, str]]]
+) -> dict[str, float]:
+    """SUPERB's slot-filling metrics, ``slot_type_f1`` and ``slot_value_cer``, as fractions.
+
+    ``refs[i]`` and ``hyps[i]`` are the ``(type, value)`` slots of utterance i (as
+    :func:`speechssl.downstream.tagging.parse_slots` returns them). The definitions follow
+    s3prl's ``s3prl/downstream/ctc/metric.py`` (``slot_type_f1``, ``slot_value_cer``; the
+    same code is in ``s3prl/metric/slot_filling.py``), which first groups each utterance's
+    slots by type, keeping the values in order:
+
+    - ``slot_type_f1``: per utterance, F1 between the *sets* of slot types of reference
+      and hypothesis: recall = shared types / reference types, precision = shared types /
+      hypothesis types, F1 = 2PR / (P + R) (0 when P + R = 0). An utterance where neither
+      side has a slot scores 1, one where only one side has slots scores 0. The result is
+      the mean over utterances. Values play no part, nor does how often a type occurs.
+      Higher is better; writing no slot at all scores the fraction of slot-less utterances.
+    - ``slot_value_cer``: every reference slot value is paired with one hypothesis value:
+      among the hypothesis values of the same type, the one with the lowest CER against
+      it (the first of equals; a type missing from the hypothesis pairs it with ""). The
+      result is the corpus-level CER over these pairs: total character edits over total
+      reference value characters (spaces included). Hypothesis slots of types absent from
+      the reference, and surplus values, are not counted, so this is not symmetric. Lower
+      is better; 1 for a system that finds no slot. As in s3prl, a candidate whose CER is
+      100 or more is never chosen (the search starts from CER 100 with ""), which only
+      matters for absurdly long values. NaN when the references hold no slot at all.
+    """
+    refs, hyps = list(refs), list(hyps)
+    if len(refs) != len(hyps):
+        raise ValueError(f"refs and hyps differ in length: {len(refs)} vs {len(hyps)}")
+    if not refs:
+        raise ValueError("no utterances: refs and hyps are empty")
+    f1s: list[float] = []
+    value_edits = 0
+    value_chars = 0
+    for i, (ref_slots, hyp_slots) in enumerate(zip(refs, hyps)):
+        ref = _slots_by_type(ref_slots, "refs", i)
+        hyp = _slots_by_type(hyp_slots, "hyps", i)
+
+        if not ref and not hyp:
+            f1s.append(1.0)
+        elif not ref or not hyp:
+            f1s.append(0.0)
+        else:
+            shared = len(ref.keys() & hyp.keys())
+            precision, recall = shared / len(hyp), shared / len(ref)
+            f1s.append(2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0)
+
+        for slot_type, ref_values in ref.items():
+            for ref_value in ref_values:
+                best_value, best_cer = "", 100.0  # s3prl's starting point, kept for identical results
+                for hyp_value in hyp.get(slot_type, []):
+                    cer = _edit_distance(ref_value, hyp_value) / len(ref_value)
+                    if cer < best_cer:
+                        best_value, best_cer = hyp_value, cer
+                value_edits += _edit_distance(ref_value, best_value)
+                value_chars += len(ref_value)
+
+    return {
+        "slot_type_f1": float(np.mean(f1s)),
+        "slot_value_cer": value_edits / value_chars if value_chars else float("nan"),
+    }
+
+
+# --------------------------------------------------------------------------- translation
+
+
+def translation_scores(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float | str]:
+    """Corpus BLEU and chrF with sacrebleu's defaults (one reference per utterance).
+
+    BLEU: 13a tokenisation, mixed case, exponential smoothing; chrF: character 6-grams,
+    beta 2, no word n-grams. Both on sacrebleu's 0-100 scale, higher is better: identical
+    corpora give 100 (BLEU needs at least one 4-gram in the corpus, otherwise it is 0) and
+    corpora sharing no n-gram give 0. The signatures (``bleu_signature``,
+    ``chrf_signature``) record the settings and the sacrebleu version, which is what
+    makes two BLEU numbers comparable. Texts are scored as given (detokenised, normalised
+    by the caller, if at all).
+    """
+    # Imported here: only the translation task needs sacrebleu.
+    from sacrebleu.metrics import BLEU, CHRF
+
+    refs, hyps = list(refs), list(hyps)
+    if len(refs) != len(hyps):
+        raise ValueError(f"refs and hyps differ in length: {len(refs)} vs {len(hyps)}")
+    if not refs:
+        raise ValueError("no utterances: refs and hyps are empty")
+    for what, texts in (("refs", refs), ("hyps", hyps)):
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"{what}[{i}] is {type(text).__name__}, not str")
+    bleu, chrf = BLEU(), CHRF()
+    return {
+        "bleu": float(bleu.corpus_score(hyps, [refs]).score),
+        "chrf": float(chrf.corpus_score(hyps, [refs]).score),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+    }
+
+
+# --------------------------------------------------------------------------- part of speech
+
+
+def _pos_alignment_counts(ref: list[tuple[str, str]], hyp: list[tuple[str, str | None]]) -> tuple[int, int, int]:
+    """``(edits, correct tags, deletions)`` of the best word alignment of one utterance.
+
+    Best means: fewest word edits (Levenshtein on words), then among those the most
+    reference words aligned to a hypothesis word with the same tag, then the fewest
+    deletions. Minimising the triple lexicographically is still a shortest path (the order
+    is compatible with adding costs), so one DP pass finds it, and the counts do not depend
+    on how a backtrace would break ties.
+    """
+    # cost[j] = (edits, -correct, deletions) aligning the reference prefix to hyp[:j].
+    previous = [(j, 0, 0) for j in range(len(hyp) + 1)]
+    for i, (ref_word, ref_tag) in enumerate(ref, 1):
+        current = [(i, 0, i)]
+        for j, (hyp_word, hyp_tag) in enumerate(hyp, 1):
+            edits, negative_correct, deletions = previous[j - 1]
+            aligned = (edits + (ref_word != hyp_word), negative_correct - (ref_tag == hyp_tag), deletions)
+            edits, negative_correct, deletions = previous[j]
+            deleted = (edits + 1, negative_correct, deletions + 1)
+            edits, negative_correct, deletions = current[j - 1]
+            inserted = (edits + 1, negative_correct, deletions)
+            current.append(min(aligned, deleted, inserted))
+        previous = current
+    edits, negative_correct, deletions = previous[-1]
+    return edits, -negative_correct, deletions
+
+
+def pos_scores(
+    refs: Sequence[Sequence[tuple[str, str]]], hyps: Sequence[Sequence[tuple[str, str | None]]]
+) -> dict[str, float]:
+    """Part-of-speech accuracy of words recognised from speech, and their WER.
+
+    ``refs[i]`` is the ``(word, tag)`` list of utterance i, ``hyps[i]`` the decoded one
+    (a tag may be None: a word the model wrote without a tag), as
+    :func:`speechssl.downstream.tagging.parse_tagged_words` returns them. The hypothesis
+    words are aligned to the reference words by a minimum-edit Levenshtein alignment on
+    words; among equally short alignments the one with most correct tags is used, then the
+    one with fewest deletions (see :func:`_pos_alignment_counts`). A reference word is
+    *aligned* when it is matched or substituted (not deleted), and *correctly tagged* when
+    it is aligned to a hypothesis word with the same tag, whether or not the word itself
+    was recognised right.
+
+    - ``pos_accuracy``: correctly tagged reference words / all reference words (deleted
+      words count as errors, inserted words do not count). Higher is better.
+    - ``pos_accuracy_aligned``: correctly tagged / aligned reference words, the tagging
+      accuracy on the words the model did produce. NaN if none was aligned.
+    - ``wer``: corpus word error rate of the same alignment (edits / reference words).
+
+    Corpus level throughout: sums over utterances, then one division. An empty hypothesis
+    is allowed; an empty reference is rejected.
+    """
+    refs, hyps = _paired_sequences(refs, hyps)
+    for what, utterances in (("refs", refs), ("hyps", hyps)):
+        for i, pairs in enumerate(utterances):
+            for pair in pairs:
+                if not _is_string_pair(pair, second_may_be_none=what == "hyps"):
+                    raise ValueError(f"{what}[{i}] holds {pair!r}, not a (word, tag) pair")
+    edits = correct = aligned = words = 0
+    for ref, hyp in zip(refs, hyps):
+        ref_edits, ref_correct, deletions = _pos_alignment_counts(ref, hyp)
+        edits += ref_edits
+        correct += ref_correct
+        aligned += len(ref) - deletions
+        words += len(ref)
+    return {
+        "pos_accuracy": correct / words,
+        "pos_accuracy_aligned": correct / aligned if aligned else float("nan"),
+        "wer": edits / words,
+    }

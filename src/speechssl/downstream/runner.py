@@ -191,8 +191,11 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
     try:
         upstream = build_upstream(cfg.upstream).to(device).eval().requires_grad_(False)
         flops = count_upstream_flops(upstream, cfg.cost.flops_seconds)
-        splits = _load_splits(cfg)
+        full_splits = _load_splits(cfg)
         task = task_cls(cfg, Path(cfg.data))
+        # The task may use part of a split (speech translation: its source languages); the
+        # cache still covers whole splits, so every task shares one entry per split.
+        splits = {role: task.select(cuts) for role, cuts in full_splits.items()}
         task.prepare(splits)
         if cfg.featurizer.layer is None:
             layer_ids = list(range(upstream.num_layers))
@@ -206,7 +209,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
             cached = None
             if cfg.cache.enabled:
                 t0 = time.perf_counter()
-                cached, info = _open_cache(cfg, upstream, splits[role], layer_ids, device, progress)
+                cached, info = _open_cache(cfg, upstream, full_splits[role], layer_ids, device, progress)
                 cache_seconds += time.perf_counter() - t0
                 cache_info[role] = info
             sources[role] = FeatureSource(splits[role], upstream=upstream, layer_ids=layer_ids, cached=cached, cfg=cfg, device=device)
@@ -221,21 +224,43 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
                 source.cached.close()  # releases the entry's lock (evictable again)
 
 
-def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits, run_dir, device, cache_info,
-                     started, key, progress, cost, health) -> dict[str, Any]:
-    cache_seconds = cache_info["seconds"]
+def train_statistics(source: FeatureSource, num_layers: int) -> tuple[Tensor, Tensor]:
+    """Per-layer, per-dimension mean and std ``[L, D]`` over every valid train frame (float64
+    sums), read from the cache when there is one, else from a pass of the upstream."""
+    total = count = total_sq = None
+    if source.cached is not None:
+        arrays = (np.asarray(source.cached[c.id], dtype=np.float64).transpose(1, 0, 2) for c in source.cuts)
+    else:
+        arrays = (batch.layers[:, i, :n].double().cpu().numpy()
+                  for batch in source.batches(shuffle=False) for i, n in enumerate(batch.lengths.tolist()))
+    for frames in arrays:  # [L, T, D]
+        if total is None:
+            total = np.zeros(frames.shape[::2])
+            total_sq = np.zeros(frames.shape[::2])
+            count = 0
+        total += frames.sum(1)
+        total_sq += (frames**2).sum(1)
+        count += frames.shape[1]
+    if total is None or total.shape[0] != num_layers or not count:
+        raise SpeechSSLError("cannot standardise: the train split gave no frames")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
 
-    torch.manual_seed(cfg.seed)
-    featurizer = Featurizer(len(layer_ids), normalize=cfg.featurizer.normalize_layers).to(device)
-    probe = build_probe(
-        probe_name, needs=task.needs, in_dim=upstream.feature_dim, num_outputs=task.num_outputs, cfg=cfg.probe_cfg
-    ).to(device)
-    trainable = list(featurizer.parameters()) + list(probe.parameters())
-    lr = cfg.train.lr or task.default_lr
-    max_epochs = cfg.train.max_epochs or task.default_epochs
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=cfg.train.weight_decay)
-    batches_per_epoch = len(DurationBucketSampler(splits["train"], batch_seconds=cfg.train.batch_seconds, seed=cfg.seed))
-    total_updates = max_epochs * batches_per_epoch
+
+@dataclass
+class Fit:
+    """What training a probe produced (the best dev state is loaded into the modules)."""
+
+    best_value: float
+    best_epoch: int
+    history: list[dict[str, Any]]
+    updates: int
+    skipped: int
+    seconds: float
+
+
+def _lr_schedule(optimizer, cfg: BenchConfig, total_updates: int):
     warmup = min(cfg.train.warmup_updates, max(total_updates // 10, 1))
 
     def lr_factor(update: int) -> float:
@@ -244,26 +269,22 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
         progress_ = (update - warmup) / max(total_updates - warmup, 1)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress_, 1.0)))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
-    def probe_batches(role: str, *, shuffle: bool, epoch: int = 0) -> Iterator[ProbeBatch]:
-        for batch in sources[role].batches(shuffle=shuffle, epoch=epoch):
-            yield ProbeBatch(featurizer(batch.layers), batch.lengths, batch.cut_ids, batch.supervisions)
 
-    def evaluate(role: str, final: bool) -> dict[str, Any]:
-        featurizer.eval()
-        probe.eval()
-        with torch.no_grad():
-            return task.evaluate(probe, probe_batches(role, shuffle=False), final=final)
-
+def _fit(cfg: BenchConfig, task, featurizer: Featurizer, probe: nn.Module, batches, evaluate, splits, run_dir: Path,
+         progress: bool) -> Fit:
+    """Train on train, evaluate on dev after every epoch, keep the best dev state."""
+    trainable = [p for p in list(featurizer.parameters()) + list(probe.parameters()) if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr or task.default_lr, weight_decay=cfg.train.weight_decay)
+    max_epochs = cfg.train.max_epochs or task.default_epochs
+    batches_per_epoch = len(DurationBucketSampler(splits["train"], batch_seconds=cfg.train.batch_seconds, seed=cfg.seed))
+    scheduler = _lr_schedule(optimizer, cfg, max_epochs * batches_per_epoch)
     log_path = run_dir / "metrics.jsonl"
     log_path.write_text("")
     best_value: float | None = None
     best_state = None
-    best_epoch = 0
-    stale = 0
-    updates = 0
-    skipped = 0
+    best_epoch = stale = updates = skipped = 0
     train_seconds = 0.0
     history = []
     for epoch in range(max_epochs):
@@ -271,21 +292,20 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
         probe.train()
         t0 = time.perf_counter()
         losses = []
-        iterator = probe_batches("train", shuffle=True, epoch=epoch)
+        iterator = batches("train", shuffle=True, epoch=epoch)
         if progress:
             from tqdm import tqdm
 
             iterator = tqdm(iterator, total=batches_per_epoch, desc=f"{cfg.task} epoch {epoch + 1}/{max_epochs}", leave=False)
         for batch in iterator:
             loss = task.loss(probe, batch)
+            optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
                 # A bad batch must not poison the probe; too many means a broken setup.
                 skipped += 1
-                optimizer.zero_grad(set_to_none=True)
                 if skipped > max(10, batches_per_epoch // 2):
                     raise SpeechSSLError(f"{skipped} batches gave a non-finite loss; the probe or its features are broken")
                 continue
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.train.clip_norm)
@@ -295,8 +315,7 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
             losses.append(float(loss.detach()))
         epoch_train = time.perf_counter() - t0
         train_seconds += epoch_train
-        dev = evaluate("dev", final=False)
-        value = float(dev[task.primary_metric])
+        value = float(evaluate("dev", final=False)[task.primary_metric])
         improved = task.is_better(value, best_value)
         if improved:
             best_value, best_epoch, stale = value, epoch + 1, 0
@@ -322,13 +341,44 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
         )
         if stale >= cfg.train.patience:
             break
-
-    assert best_state is not None
+    assert best_state is not None and best_value is not None
     probe.load_state_dict(best_state["probe"])
     featurizer.load_state_dict(best_state["featurizer"])
+    return Fit(best_value, best_epoch, history, updates, skipped, train_seconds)
+
+
+def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits, run_dir, device, cache_info,
+                     started, key, progress, cost, health) -> dict[str, Any]:
+    from speechssl.downstream.cost import count_probe_macs
+
+    torch.manual_seed(cfg.seed)
+    stats = train_statistics(sources["train"], len(layer_ids)) if cfg.featurizer.standardize else None
+    featurizer = Featurizer(len(layer_ids), normalize=cfg.featurizer.normalize_layers, stats=stats).to(device)
+    spec = check_probe(probe_name, task.needs)
+    probe = build_probe(
+        probe_name, needs=task.needs, in_dim=upstream.feature_dim, num_outputs=task.num_outputs, cfg=cfg.probe_cfg
+    ).to(device)
+    macs = count_probe_macs(probe, upstream.feature_dim, float(upstream.frame_rate))
+
+    def probe_batches(role: str, *, shuffle: bool, epoch: int = 0) -> Iterator[ProbeBatch]:
+        for batch in sources[role].batches(shuffle=shuffle, epoch=epoch):
+            yield ProbeBatch(featurizer(batch.layers), batch.lengths, batch.cut_ids, batch.supervisions)
+
+    def evaluate(role: str, final: bool) -> dict[str, Any]:
+        featurizer.eval()
+        probe.eval()
+        with torch.no_grad():
+            return task.evaluate(probe, probe_batches(role, shuffle=False), final=final)
+
+    if spec.trainable:
+        fit = _fit(cfg, task, featurizer, probe, probe_batches, evaluate, splits, run_dir, progress)
+    else:
+        # A training-free probe (cosine scoring): equal layer weights, dev scored once.
+        featurizer.requires_grad_(False)
+        fit = Fit(float(evaluate("dev", final=False)[task.primary_metric]), 0, [], 0, 0, 0.0)
     torch.save(
-        {"format": RESULT_FORMAT, "config": to_dict(cfg), "probe": best_state["probe"],
-         "featurizer": best_state["featurizer"], "labels": task.label_state()},
+        {"format": RESULT_FORMAT, "config": to_dict(cfg), "probe": probe.state_dict(),
+         "featurizer": featurizer.state_dict(), "labels": task.label_state()},
         run_dir / "best.pt",
     )
     t0 = time.perf_counter()
@@ -348,20 +398,22 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
         "metrics": test,
         "primary_metric": task.primary_metric,
         "higher_is_better": task.higher_is_better,
-        "dev": {"best": best_value, "best_epoch": best_epoch, "epochs_run": len(history)},
+        "dev": {"best": fit.best_value, "best_epoch": fit.best_epoch, "epochs_run": len(fit.history)},
         "layer_weights": featurizer.layer_weights(),
         "layers_used": layer_ids,
         "health": health,
         "upstream_meta": upstream.metadata(),
         "probe_params": sum(p.numel() for p in probe.parameters()) + sum(p.numel() for p in featurizer.parameters()),
-        "updates": updates,
-        "skipped_batches": skipped,
+        "probe_macs_per_second": macs,
+        "probe_kinds": {"input": spec.input_kind, "output": spec.output_kind, "trainable": spec.trainable},
+        "updates": fit.updates,
+        "skipped_batches": fit.skipped,
         "hours": {role: round(_hours(splits[role]), 4) for role in ROLES},
         "utterances": {role: len(splits[role]) for role in ROLES},
         "wall_seconds": {
             "total": round(total_seconds, 2),
-            "features": cache_seconds,
-            "train": round(train_seconds, 2),
+            "features": cache_info["seconds"],
+            "train": round(fit.seconds, 2),
             "test": round(test_seconds, 2),
         },
         "cache": cache_info,
@@ -372,7 +424,7 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
             **{k: energy.get(k) for k in ("energy_kwh", "co2_kg", "country", "measure", "energy_error")},
         },
         "device": str(device),
-        "history": history,
+        "history": fit.history,
         "labels": task.label_state(),
         "config": to_dict(cfg),
     }

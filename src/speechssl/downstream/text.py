@@ -1,7 +1,8 @@
-"""ASR text side: transcript normalisation, the character vocabulary and CTC decoding.
+"""Text side of the sequence tasks: transcript normalisation, CTC vocabularies and decoding.
 
-The probes are trained with CTC over characters, so everything here is character-level:
-no word pieces, no language model. Decoders accept torch tensors or numpy arrays of
+The probes are trained with CTC over characters (ASR) or over other single symbols: IPA
+phones, or characters mixed with tag symbols (see :mod:`speechssl.downstream.tagging`). No
+word pieces, no language model. Decoders accept torch tensors or numpy arrays of
 log-probabilities (the output of ``log_softmax``), and return plain lists of ids, so that
 what leaves this module is JSON-able and device-free.
 """
@@ -12,6 +13,7 @@ import math
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ __all__ = [
     "BLANK",
     "UNK",
     "CharTokenizer",
+    "SymbolTokenizer",
     "TextNormalizer",
     "ctc_beam_decode",
     "ctc_beam_search",
@@ -88,10 +91,80 @@ class TextNormalizer:
         return "".join(out)
 
 
-# --------------------------------------------------------------------------- tokenizer
+# --------------------------------------------------------------------------- tokenizers
 
 
-class CharTokenizer:
+class _CTCVocabulary:
+    """What the CTC tokenizers share: a fixed list of entries, the blank at id 0 and
+    ``<unk>`` at id 1, validation, decoding of ids and the JSON round trip.
+
+    Subclasses set ``kind`` (the ``"type"`` written by :meth:`to_dict`), ``noun`` (for
+    messages), ``reserved`` (the entries that must come first), and :meth:`_is_entry` with
+    ``entry_rule`` saying in words what it accepts.
+    """
+
+    blank_id = 0
+    unk_id = 1
+    kind: ClassVar[str]
+    noun: ClassVar[str]
+    reserved: ClassVar[tuple[str, ...]]
+    entry_rule: ClassVar[str]
+
+    def __init__(self, vocab: Sequence[str]):
+        vocab = list(vocab)
+        head = list(self.reserved)
+        if vocab[: len(head)] != head:
+            expected = ", ".join(map(repr, head))
+            raise SpeechSSLError(f"a {self.noun} vocabulary must start with {expected}; got {vocab[: len(head)]!r}")
+        # Entries before duplicates: set() below needs hashable entries.
+        bad = [entry for entry in vocab[len(head) :] if not self._is_entry(entry)]
+        if bad:
+            raise SpeechSSLError(f"{self.noun} vocabulary entries must be {self.entry_rule}, got {bad[:5]!r}")
+        if len(set(vocab)) != len(vocab):
+            raise SpeechSSLError(f"{self.noun} vocabulary has duplicate entries")
+        self.vocab: list[str] = vocab
+        self._ids = {entry: i for i, entry in enumerate(vocab)}
+
+    @staticmethod
+    def _is_entry(entry: object) -> bool:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.vocab == other.vocab  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} symbols)"
+
+    def _entries(self, ids: Iterable[int]) -> list[str]:
+        """The entries of ``ids`` with the blanks left out; an id outside the vocabulary is
+        a ValueError (it means the model and the tokenizer do not belong together)."""
+        out = []
+        n = len(self.vocab)
+        for i in ids:
+            i = int(i)
+            if not 0 <= i < n:
+                raise ValueError(f"id {i} is outside the vocabulary of {n} symbols")
+            if i != self.blank_id:
+                out.append(self.vocab[i])
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-able description, saved with results so predictions can be decoded later."""
+        return {"type": self.kind, "vocab": list(self.vocab)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Self:
+        if not isinstance(data, dict) or data.get("type") != cls.kind or not isinstance(data.get("vocab"), list):
+            raise SpeechSSLError(
+                f"not a saved {cls.noun} tokenizer (expected {{'type': {cls.kind!r}, 'vocab': [...]}})"
+            )
+        return cls(data["vocab"])
+
+
+class CharTokenizer(_CTCVocabulary):
     """Character vocabulary for CTC: id 0 is the blank, id 1 ``<unk>``, id 2 the space.
 
     Built from the training transcripts only, so a character first seen at test time maps
@@ -101,21 +174,15 @@ class CharTokenizer:
     word boundary WER needs), even if no training transcript contains one.
     """
 
-    blank_id = 0
-    unk_id = 1
     space_id = 2
+    kind = "char"
+    noun = "character"
+    reserved = (BLANK, UNK, " ")
+    entry_rule = "single characters"
 
-    def __init__(self, vocab: Sequence[str]):
-        vocab = list(vocab)
-        if len(vocab) < 3 or vocab[:3] != [BLANK, UNK, " "]:
-            raise SpeechSSLError(f"a character vocabulary must start with {BLANK!r}, {UNK!r}, ' '; got {vocab[:3]!r}")
-        if len(set(vocab)) != len(vocab):
-            raise SpeechSSLError("character vocabulary has duplicate entries")
-        bad = [c for c in vocab[3:] if not isinstance(c, str) or len(c) != 1]
-        if bad:
-            raise SpeechSSLError(f"character vocabulary entries must be single characters, got {bad[:5]!r}")
-        self.vocab: list[str] = vocab
-        self._ids = {c: i for i, c in enumerate(vocab)}
+    @staticmethod
+    def _is_entry(entry: object) -> bool:
+        return isinstance(entry, str) and len(entry) == 1
 
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> CharTokenizer:
@@ -126,16 +193,7 @@ class CharTokenizer:
         chars.discard(" ")
         if not chars:
             raise SpeechSSLError("cannot build a character vocabulary: the training transcripts are empty")
-        return cls([BLANK, UNK, " ", *sorted(chars)])
-
-    def __len__(self) -> int:
-        return len(self.vocab)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CharTokenizer) and self.vocab == other.vocab
-
-    def __repr__(self) -> str:
-        return f"CharTokenizer({len(self)} symbols)"
+        return cls([*cls.reserved, *sorted(chars)])
 
     def encode(self, text: str) -> list[int]:
         """Ids of the characters of ``text``; unseen characters become ``unk_id``."""
@@ -147,25 +205,60 @@ class CharTokenizer:
         No CTC collapsing here (use a decoder first), and no whitespace clean-up: that is
         left to scoring, which collapses whitespace anyway.
         """
-        out = []
-        n = len(self.vocab)
-        for i in ids:
-            i = int(i)
-            if not 0 <= i < n:
-                raise ValueError(f"id {i} is outside the vocabulary of {n} symbols")
-            if i != self.blank_id:
-                out.append(self.vocab[i])
-        return "".join(out)
+        return "".join(self._entries(ids))
 
-    def to_dict(self) -> dict:
-        """JSON-able description, saved with results so predictions can be decoded later."""
-        return {"type": "char", "vocab": list(self.vocab)}
+
+class SymbolTokenizer(_CTCVocabulary):
+    """Vocabulary of *symbols* for CTC: id 0 is the blank, id 1 ``<unk>``, then the sorted
+    symbols seen in training.
+
+    A symbol is any non-empty string that the model emits as one unit: a character, an IPA
+    phone such as ``"tʃ"``, or a tag such as ``"<city>"`` or ``"<NOUN>"`` (see
+    :mod:`speechssl.downstream.tagging`). Sequences are lists of symbols, never strings
+    split by the tokenizer, so multi-character symbols cannot be confused with their
+    characters. Unlike :class:`CharTokenizer` no symbol is forced in: a task that needs the
+    space as a word boundary has it in its training targets.
+    """
+
+    kind = "symbols"
+    noun = "symbol"
+    reserved = (BLANK, UNK)
+    entry_rule = "non-empty strings"
+
+    @staticmethod
+    def _is_entry(entry: object) -> bool:
+        return isinstance(entry, str) and entry != ""
 
     @classmethod
-    def from_dict(cls, data: dict) -> CharTokenizer:
-        if not isinstance(data, dict) or data.get("type") != "char" or not isinstance(data.get("vocab"), list):
-            raise SpeechSSLError("not a saved character tokenizer (expected {'type': 'char', 'vocab': [...]})")
-        return cls(data["vocab"])
+    def from_sequences(cls, sequences: Iterable[Sequence[str]]) -> SymbolTokenizer:
+        """Vocabulary of every symbol in ``sequences`` (the training targets).
+
+        ``<blank>`` and ``<unk>`` may not occur in the targets: the first is CTC's own
+        symbol and the second would make an unknown symbol look like a known one.
+        """
+        symbols: set[str] = set()
+        for sequence in sequences:
+            symbols.update(sequence)
+        reserved = symbols.intersection(cls.reserved)
+        if reserved:
+            raise SpeechSSLError(f"training targets contain the reserved symbol(s) {sorted(reserved)!r}")
+        bad = [s for s in symbols if not cls._is_entry(s)]
+        if bad:
+            raise SpeechSSLError(f"symbols must be non-empty strings, got {bad[:5]!r}")
+        if not symbols:
+            raise SpeechSSLError("cannot build a symbol vocabulary: the training targets are empty")
+        return cls([*cls.reserved, *sorted(symbols)])
+
+    def encode(self, symbols: Iterable[str]) -> list[int]:
+        """Ids of ``symbols``; unseen symbols become ``unk_id``."""
+        return [self._ids.get(symbol, self.unk_id) for symbol in symbols]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Symbols of a label sequence; blanks are skipped, ``<unk>`` is kept as a symbol.
+
+        No CTC collapsing here: use a decoder first.
+        """
+        return self._entries(ids)
 
 
 # --------------------------------------------------------------------------- CTC decoding

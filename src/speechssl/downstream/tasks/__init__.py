@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from speechssl.downstream.tasks.asr import SpeechRecognition
 from speechssl.downstream.tasks.asv import SpeakerVerification
 from speechssl.downstream.tasks.base import ProbeBatch, Task
-from speechssl.downstream.tasks.lid import LanguageID
+from speechssl.downstream.tasks.classification import EmotionRecognition, IntentClassification, LanguageID
+from speechssl.downstream.tasks.sequence import (
+    PhoneRecognition,
+    SlotFilling,
+    SpeechRecognition,
+    SpeechTranslation,
+    SyntacticAnalysis,
+)
 from speechssl.errors import ConfigError
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (SpeechRecognition, LanguageID, SpeakerVerification)}
+TASKS: dict[str, type[Task]] = {
+    t.name: t
+    for t in (SpeechRecognition, PhoneRecognition, LanguageID, SpeakerVerification, EmotionRecognition,
+              IntentClassification, SlotFilling, SpeechTranslation, SyntacticAnalysis)
+}
 
 
 def task_class(name: str) -> type[Task]:

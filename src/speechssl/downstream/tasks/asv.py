@@ -67,8 +67,8 @@ class SpeakerVerification(Task):
     default_epochs = 10
 
     @staticmethod
-    def _speaker(sup) -> str | None:
-        return sup.speaker
+    def _speaker(info) -> str | None:
+        return info.get("speaker")
 
     def prepare(self, splits: dict[str, list]) -> None:
         require_label(splits, self.name, "speaker", self._speaker)
@@ -106,9 +106,7 @@ class SpeakerVerification(Task):
 
     def loss(self, probe: nn.Module, batch: ProbeBatch) -> Tensor:
         targets = torch.tensor([self.index[s["speaker"]] for s in batch.supervisions], device=batch.features.device)
-        if hasattr(probe, "loss"):
-            return probe.loss(batch.features, batch.lengths, targets)
-        return F.cross_entropy(probe(batch.features, batch.lengths), targets)
+        return probe.loss(batch.features, batch.lengths, targets)
 
     def evaluate(self, probe: nn.Module, batches: Iterable[ProbeBatch], *, final: bool) -> dict[str, Any]:
         embeddings: dict[str, Tensor] = {}

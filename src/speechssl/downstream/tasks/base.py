@@ -3,18 +3,25 @@
 The runner (:mod:`speechssl.downstream.runner`) owns everything else -- features, batching,
 optimisation, early stopping -- so a task is a small class and adding one never copies a
 training loop (s3prl's copy-pasted task folders are what we avoid).
+
+Labels are read from :func:`speechssl.data.collate.supervision_info` dicts (``text``,
+``language``, ``speaker``, ``custom``...), the same shape at preparation time (from cuts)
+and in batches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from torch import Tensor, nn
 
+from speechssl.data.collate import supervision_info
 from speechssl.downstream.config import BenchConfig
 from speechssl.errors import ConfigError
+
+LabelGetter = Callable[[dict[str, Any]], Any]
 
 
 @dataclass
@@ -30,7 +37,7 @@ class ProbeBatch:
 class Task:
     name: str = ""
     needs: str = "utterance"
-    """Probe output kind the task consumes: frames | utterance | embedding."""
+    """Probe output kind the task consumes: frames | sequence | utterance | embedding."""
     default_probe: str = ""
     primary_metric: str = ""
     """Dev metric used for early stopping and the best checkpoint."""
@@ -43,6 +50,11 @@ class Task:
         self.data_dir = data_dir
 
     # ------------------------------------------------------------ data
+    def select(self, cuts: list) -> list:
+        """The cuts of a split this task uses (all by default; speech translation keeps its
+        source languages). The feature cache still covers the whole split."""
+        return cuts
+
     def prepare(self, splits: dict[str, list]) -> None:
         """Check the splits carry the labels the task needs and build label maps from train."""
         raise NotImplementedError
@@ -69,18 +81,26 @@ class Task:
         return value > best if self.higher_is_better else value < best
 
 
-def require_label(splits: dict[str, list], task: str, label: str, getter) -> None:
+def custom_label(key: str) -> LabelGetter:
+    """Getter of a field of the supervision's ``custom`` dict (the corpus's extra labels)."""
+
+    def get(info: dict[str, Any]) -> Any:
+        return (info.get("custom") or {}).get(key)
+
+    return get
+
+
+def require_label(splits: dict[str, list], task: str, label: str, getter: LabelGetter) -> None:
     """Refuse data whose cuts lack ``label``, naming the split and an example cut."""
     for split, cuts in splits.items():
         for cut in cuts:
-            sups = cut.supervisions
-            if not sups or getter(sups[0]) in (None, ""):
+            if getter(supervision_info(cut)) in (None, "", []):
                 raise ConfigError(
                     f"task {task} needs a {label} label on every utterance, but cut {cut.id!r} "
                     f"in split {split!r} has none; choose data that carries {label}s or another task"
                 )
 
 
-def label_values(cuts: Iterable, getter) -> Iterator[str]:
+def label_values(cuts: Iterable, getter: LabelGetter) -> Iterator[str]:
     for cut in cuts:
-        yield str(getter(cut.supervisions[0]))
+        yield str(getter(supervision_info(cut)))

@@ -1,0 +1,279 @@
+"""Frame encoders: the trainable body of a probe, ``(x [B, T, D], lengths) -> (h [B, T', H], lengths')``.
+
+A probe family is an encoder plus a head (:mod:`speechssl.downstream.probes.heads`): the
+same BiLSTM serves CTC recognition and pooled classification, so families compare across
+tasks. Every encoder keeps padded frames out of what valid frames see (packing, masks or
+zeroing), so a batch's padding never changes an utterance's output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from speechssl.downstream.config import ProbeConfig
+from speechssl.downstream.probes.base import SqueezeExcitation, padding_mask
+
+
+class FrameEncoder(nn.Module):
+    """Base class: subclasses set ``out_dim`` and implement ``forward``."""
+
+    out_dim: int
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Identity(FrameEncoder):
+    """No body: the head reads the features as they are (frame-wise linear, mean + linear)."""
+
+    def __init__(self, in_dim: int, cfg: ProbeConfig) -> None:
+        super().__init__()
+        self.out_dim = in_dim
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return x, lengths
+
+
+class FrameMLP(FrameEncoder):
+    """Seed 002's light probe (Welsh/Basque ASR): dense layers applied to each frame alone,
+    so it measures what a frame encodes without context."""
+
+    def __init__(self, in_dim: int, cfg: ProbeConfig) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, cfg.hidden), nn.LeakyReLU(), nn.Dropout(cfg.dropout))
+        self.out_dim = cfg.hidden
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return self.net(x), lengths
+
+
+class BiLSTM(FrameEncoder):
+    """SUPERB's ASR probe body: a stacked bidirectional LSTM."""
+
+    def __init__(self, in_dim: int, cfg: ProbeConfig) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(
+            in_dim, cfg.hidden, num_layers=cfg.num_layers, batch_first=True, bidirectional=True,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out_dim = 2 * cfg.hidden
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        # Packing keeps padding out of the backward direction's state.
+        packed = pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
+        hidden, _ = self.lstm(packed)
+        hidden, _ = pad_packed_sequence(hidden, batch_first=True, total_length=x.shape[1])
+        return self.dropout(hidden), lengths
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+def sinusoidal_positions(frames: int, dim: int, device: torch.device | None = None) -> Tensor:
+    """``[frames, dim]`` absolute sinusoidal position codes (Vaswani et al. 2017)."""
+    position = torch.arange(frames, device=device, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10_000.0) / dim))
+    angles = position * frequency  # [frames, ceil(dim / 2)]
+    # Interleave sin and cos, then cut: an odd width keeps its last sine.
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)[:, :dim]
+
+
+class _PositionalProjection(nn.Module):
+    """Linear projection to the model width plus absolute sinusoidal positions.
+
+    Positions count from each utterance's first frame, so they do not depend on the batch.
+    """
+
+    def __init__(self, in_dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.project = nn.Linear(in_dim, hidden)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        hidden = self.project(x)
+        positions = sinusoidal_positions(x.shape[1], hidden.shape[-1], hidden.device).to(hidden.dtype)
+        return self.dropout(hidden + positions)
+
+
+class _ChannelNorm(nn.LayerNorm):
+    """LayerNorm over the channels of conv-layout ``[B, C, T]``: per-frame statistics, so
+    padded frames never enter the statistics of valid ones (unlike BatchNorm in training)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+# ---------------------------------------------------------------- CNN (ContextNet-like)
+
+
+class _SeparableConvBlock(nn.Module):
+    """Residual block: depthwise conv, pointwise conv, LayerNorm, SiLU, squeeze-excitation."""
+
+    def __init__(self, channels: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv1d(channels, channels, kernel_size, padding="same", groups=channels)
+        self.pointwise = nn.Conv1d(channels, channels, 1)
+        self.norm = _ChannelNorm(channels)
+        self.activation = nn.SiLU()
+        self.excitation = SqueezeExcitation(channels, max(channels // 8, 1), nn.SiLU)  # ContextNet's ratio 8
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: Tensor, lengths: Tensor, valid: Tensor) -> Tensor:
+        """``h [B, C, T]``; ``valid [B, 1, T]`` is 1 on valid frames and 0 on padding."""
+        # Zeroed padding: the depthwise kernel then sees at an utterance's end what it sees
+        # there alone (zero "same" padding), whatever the batch holds after it.
+        y = self.pointwise(self.depthwise(h * valid))
+        y = self.excitation(self.activation(self.norm(y)), lengths)
+        return h + self.dropout(y)
+
+
+class SeparableCNN(FrameEncoder):
+    """ContextNet-like body (Han et al. 2020), without its subsampling: a linear projection,
+    then ``num_layers`` depthwise-separable convolution blocks with squeeze-excitation."""
+
+    def __init__(self, in_dim: int, cfg: ProbeConfig) -> None:
+        super().__init__()
+        self.project = nn.Linear(in_dim, cfg.hidden)
+        self.blocks = nn.ModuleList(
+            _SeparableConvBlock(cfg.hidden, cfg.kernel_size, cfg.dropout) for _ in range(cfg.num_layers)
+        )
+        self.out_dim = cfg.hidden
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        valid = padding_mask(lengths, x.shape[1]).to(x.dtype)[:, None, :]
+        hidden = self.project(x).transpose(1, 2)
+        for block in self.blocks:
+            hidden = block(hidden, lengths, valid)
+        return hidden.transpose(1, 2), lengths
+
+
+# ---------------------------------------------------------------- Transformer
+
+
+class Transformer(FrameEncoder):
+    """Pre-LN Transformer encoder on a linear projection with sinusoidal positions."""
+
+    def __init__(self, in_dim: int, cfg: ProbeConfig) -> None:
+        super().__init__()
+        self.input = _PositionalProjection(in_dim, cfg.hidden, cfg.dropout)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                cfg.hidden, cfg.heads, dim_feedforward=4 * cfg.hidden, dropout=cfg.dropout,
+                batch_first=True, norm_first=True,
+            )
+            for _ in range(cfg.num_layers)
+        )
+        # Pre-LN layers leave their output unnormalised: one final norm, as in GPT-2 / ViT.
+        self.norm = nn.LayerNorm(cfg.hidden)
+        self.out_dim = cfg.hidden
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        padded = ~padding_mask(lengths, x.shape[1])
+        hidden = self.input(x)
+        for layer in self.layers:
+            hidden = layer(hidden, src_key_padding_mask=padded)
+        return self.norm(hidden), lengths
+
+
+# ---------------------------------------------------------------- Conformer
+
+
+class _HalfStepFeedForward(nn.Module):
+    """Conformer's macaron feed-forward module; its residual counts half (Gulati et al. 2020)."""
+
+    def __init__(self, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(hidden), nn.Linear(hidden, 4 * hidden), nn.SiLU(), nn.Dropout(dropout),
+            nn.Linear(4 * hidden, hidden), nn.Dropout(dropout),
+        )
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + 0.5 * self.net(h)
+
+
+class _ConvolutionModule(nn.Module):
+    """Pointwise conv + GLU, depthwise conv, LayerNorm, SiLU, pointwise conv (on ``[B, T, C]``)."""
+
+    def __init__(self, hidden: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.expand = nn.Conv1d(hidden, 2 * hidden, 1)
+        self.glu = nn.GLU(dim=1)
+        self.depthwise = nn.Conv1d(hidden, hidden, kernel_size, padding="same", groups=hidden)
+        # The paper has BatchNorm here; LayerNorm over channels keeps padding out of the statistics.
+        self.depthwise_norm = _ChannelNorm(hidden)
+        self.activation = nn.SiLU()
+        self.project = nn.Conv1d(hidden, hidden, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: Tensor, valid: Tensor) -> Tensor:
+        """``valid [B, 1, T]``: 1 on valid frames, 0 on padding (zeroed before the depthwise conv)."""
+        y = self.glu(self.expand(self.norm(h).transpose(1, 2)))
+        y = self.activation(self.depthwise_norm(self.depthwise(y * valid)))
+        return h + self.dropout(self.project(y).transpose(1, 2))
+
+
+class _ConformerBlock(nn.Module):
+    """FFN/2, self-attention, convolution module, FFN/2, LayerNorm."""
+
+    def __init__(self, hidden: int, heads: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        self.feed_forward_in = _HalfStepFeedForward(hidden, dropout)
+        self.attention_norm = nn.LayerNorm(hidden)
+        self.attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.attention_dropout = nn.Dropout(dropout)
+        self.convolution = _ConvolutionModule(hidden, kernel_size, dropout)
+        self.feed_forward_out = _HalfStepFeedForward(hidden, dropout)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, h: Tensor, padded: Tensor, valid: Tensor) -> Tensor:
+        """``padded [B, T]`` is True on padding (attention keys to ignore); ``valid [B, 1, T]`` its 0/1 complement."""
+        h = self.feed_forward_in(h)
+        query = self.attention_norm(h)
+        attended, _ = self.attention(query, query, query, key_padding_mask=padded, need_weights=False)
+        h = h + self.attention_dropout(attended)
+        h = self.convolution(h, valid)
+        return self.norm(self.feed_forward_out(h))
+
+
+class Conformer(FrameEncoder):
+    """Conformer (Gulati et al. 2020) on a linear projection, without the convolutional subsampling.
+
+    The paper's self-attention uses relative positional encoding (Transformer-XL); here
+    absolute sinusoidal positions are added once at the input instead, which keeps the
+    attention a plain ``nn.MultiheadAttention``. For a probe over frames of a few seconds
+    the difference is small, and the convolution module supplies local order anyway.
+    """
+
+    def __init__(self, in_dim: int, cfg: ProbeConfig) -> None:
+        super().__init__()
+        self.input = _PositionalProjection(in_dim, cfg.hidden, cfg.dropout)
+        self.blocks = nn.ModuleList(
+            _ConformerBlock(cfg.hidden, cfg.heads, cfg.kernel_size, cfg.dropout) for _ in range(cfg.num_layers)
+        )
+        self.out_dim = cfg.hidden
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        padded = ~padding_mask(lengths, x.shape[1])
+        valid = (~padded).to(x.dtype)[:, None, :]
+        hidden = self.input(x)
+        for block in self.blocks:
+            hidden = block(hidden, padded, valid)
+        return hidden, lengths
+
+
+ENCODERS: dict[str, Callable[[int, ProbeConfig], FrameEncoder]] = {
+    "identity": Identity,
+    "mlp": FrameMLP,
+    "bilstm": BiLSTM,
+    "cnn": SeparableCNN,
+    "transformer": Transformer,
+    "conformer": Conformer,
+}

@@ -1,0 +1,295 @@
+"""Sequence tasks: every task whose output is a symbol sequence, trained with CTC (or hybrid
+CTC-attention with a ``*_ctcattn`` probe).
+
+- ``asr``: characters of the transcript; CER and WER.
+- ``pr``: IPA phones; phone error rate (PER).
+- ``sf``: SUPERB's slot filling: characters with slot tags around slot values; slot-type F1
+  and slot-value CER.
+- ``sa``: syntactic analysis as LeBenchmark 2.0 frames it (words and their part of speech
+  from speech): characters with a POS tag after every word; POS accuracy and WER.
+- ``ast``: speech translation: the decoder writes the target language's characters (CTC,
+  when used, is trained on the source transcript); BLEU and chrF.
+
+A task says what the targets are (:meth:`SequenceTask.ctc_symbols`,
+:meth:`SequenceTask.decoder_symbols`) and how to score decoded symbols; training and
+decoding are shared here. Every metric comes with its *chance* value: the score of the most
+frequent training target written for every utterance (a template-heavy corpus makes that a
+real baseline, not 0).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from speechssl.data.collate import supervision_info
+from speechssl.downstream.metrics import (
+    error_rates,
+    pos_scores,
+    slot_filling_scores,
+    token_error_rate,
+    translation_scores,
+)
+from speechssl.downstream.tagging import parse_slots, parse_tagged_words, plain_text, pos_symbols, slot_symbols
+from speechssl.downstream.tasks.base import LabelGetter, ProbeBatch, Task, custom_label, require_label
+from speechssl.downstream.text import SymbolTokenizer, TextNormalizer, ctc_beam_decode, ctc_greedy_decode
+from speechssl.errors import ConfigError
+
+Symbols = list[str]
+
+
+class SequenceTask(Task):
+    needs = "frames"
+    default_probe = "bilstm_ctc"
+    higher_is_better = False
+    default_lr = 1e-3
+    default_epochs = 20
+    label_name = "transcript"
+    label_of: LabelGetter = staticmethod(lambda info: info.get("text"))
+    decode_ctc_weight: float | None = None
+    """CTC weight of joint beam search for ``*_ctcattn`` probes (None = the probe's own)."""
+
+    # ------------------------------------------------------------ what a task defines
+    def ctc_symbols(self, info: dict[str, Any]) -> Symbols:
+        raise NotImplementedError
+
+    def decoder_symbols(self, info: dict[str, Any]) -> Symbols:
+        """What is decoded and scored; the CTC targets unless the task translates."""
+        return self.ctc_symbols(info)
+
+    def score(self, refs: list[Symbols], hyps: list[Symbols], infos: list[dict[str, Any]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ shared
+    def prepare(self, splits: dict[str, list]) -> None:
+        require_label(splits, self.name, self.label_name, self.label_of)
+        self.normalize = TextNormalizer(lowercase=self.cfg.asr.lowercase,
+                                        remove_punctuation=self.cfg.asr.remove_punctuation)
+        train_targets: list[Symbols] = []
+        for split, cuts in splits.items():
+            for cut in cuts:
+                info = supervision_info(cut)
+                targets = (self.ctc_symbols(info), self.decoder_symbols(info))
+                if not all(targets):
+                    raise ConfigError(f"cut {cut.id!r} in split {split!r} has an empty {self.label_name} "
+                                      "after normalisation")
+                if split == "train":
+                    train_targets += targets
+        self.tokenizer = SymbolTokenizer.from_sequences(train_targets)
+        decoded = Counter(tuple(self.decoder_symbols(supervision_info(c))) for c in splits["train"])
+        self.most_frequent_target = list(decoded.most_common(1)[0][0])
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.tokenizer)
+
+    def label_state(self) -> dict[str, Any]:
+        return {"tokenizer": self.tokenizer.to_dict()}
+
+    def _encode(self, batch: ProbeBatch, symbols) -> list[list[int]]:
+        return [self.tokenizer.encode(symbols(s)) for s in batch.supervisions]
+
+    def loss(self, probe: nn.Module, batch: ProbeBatch) -> Tensor:
+        ctc_targets = self._encode(batch, self.ctc_symbols)
+        if getattr(probe, "output_kind", "frames") == "sequence":
+            return probe.loss(batch.features, batch.lengths, ctc_targets, self._encode(batch, self.decoder_symbols))
+        logits, lengths = probe(batch.features, batch.lengths)
+        targets = torch.tensor([i for ids in ctc_targets for i in ids], dtype=torch.long)
+        target_lengths = torch.tensor([len(ids) for ids in ctc_targets], dtype=torch.long)
+        log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # [T, B, V]
+        # zero_infinity: an utterance with fewer frames than symbols (possible for coarse
+        # upstreams) contributes nothing instead of an inf that poisons the update.
+        return F.ctc_loss(log_probs, targets, lengths.cpu(), target_lengths, blank=0, reduction="mean",
+                          zero_infinity=True)
+
+    def decode(self, probe: nn.Module, batch: ProbeBatch, beam: int) -> list[Symbols]:
+        if getattr(probe, "output_kind", "frames") == "sequence":
+            ids = probe.decode(batch.features, batch.lengths, beam_size=beam, ctc_weight=self.decode_ctc_weight)
+        else:
+            logits, lengths = probe(batch.features, batch.lengths)
+            log_probs = F.log_softmax(logits.float(), dim=-1).cpu()
+            if beam > 1:
+                ids = ctc_beam_decode(log_probs, lengths.cpu(), beam)
+            else:
+                ids = ctc_greedy_decode(log_probs, lengths.cpu())
+        return [self.tokenizer.decode(seq) for seq in ids]
+
+    def evaluate(self, probe: nn.Module, batches: Iterable[ProbeBatch], *, final: bool) -> dict[str, Any]:
+        # Dev passes decode greedily (fast model selection); the test pass adds beam search.
+        beam = self.cfg.asr.beam_size if final else 1
+        refs, greedy, beamed, infos = [], [], [], []
+        for batch in batches:
+            refs += [self.decoder_symbols(s) for s in batch.supervisions]
+            infos += batch.supervisions
+            greedy += self.decode(probe, batch, 1)
+            if beam > 1:
+                beamed += self.decode(probe, batch, beam)
+        metrics = self.score(refs, greedy, infos)
+        chance = self.score(refs, [self.most_frequent_target] * len(refs), infos)
+        metrics[f"chance_{self.primary_metric}"] = chance[self.primary_metric]
+        if beam > 1:
+            metrics.update({f"{k}_beam": v for k, v in self.score(refs, beamed, infos).items() if isinstance(v, float)})
+            metrics["beam_size"] = beam
+        metrics["examples"] = [{"ref": self.show(r), "hyp": self.show(h)} for r, h in list(zip(refs, greedy))[:5]]
+        return metrics
+
+    def show(self, symbols: Symbols) -> str:
+        """A readable rendering of a symbol sequence (examples in results)."""
+        return "".join(symbols)
+
+    def per_language(self, refs: list[Symbols], hyps: list[Symbols], infos: list[dict[str, Any]],
+                     rates) -> dict[str, Any] | None:
+        """``rates(refs, hyps)`` per language when the split has several."""
+        by_language: dict[str, list[int]] = defaultdict(list)
+        for i, info in enumerate(infos):
+            by_language[info.get("language") or ""].append(i)
+        if len(by_language) < 2:
+            return None
+        return {lang: {**rates([refs[i] for i in idx], [hyps[i] for i in idx]), "utterances": len(idx)}
+                for lang, idx in sorted(by_language.items())}
+
+    def normalized_words(self, info: dict[str, Any]) -> list[tuple[int, str]]:
+        """(index, normalised word) for the corpus's words that survive normalisation."""
+        words = (info.get("custom") or {}).get("words") or []
+        kept = [(i, self.normalize(w)) for i, w in enumerate(words)]
+        return [(i, w) for i, w in kept if w]
+
+
+def _char_rates(refs: list[Symbols], hyps: list[Symbols]) -> dict[str, float]:
+    return error_rates(["".join(r) for r in refs], ["".join(h) for h in hyps])
+
+
+class SpeechRecognition(SequenceTask):
+    """Speech recognition: CTC over characters, a vocabulary built from the train transcripts."""
+
+    name = "asr"
+    primary_metric = "cer"
+
+    def ctc_symbols(self, info: dict[str, Any]) -> Symbols:
+        return list(self.normalize(info.get("text") or ""))
+
+    def score(self, refs, hyps, infos) -> dict[str, Any]:
+        metrics: dict[str, Any] = dict(_char_rates(refs, hyps))
+        breakdown = self.per_language(refs, hyps, infos, _char_rates)
+        if breakdown:
+            metrics["per_language"] = breakdown
+        return metrics
+
+
+def _phone_rates(refs: list[Symbols], hyps: list[Symbols]) -> dict[str, float]:
+    return {"per": token_error_rate(refs, hyps)}
+
+
+class PhoneRecognition(SequenceTask):
+    """Phone recognition: CTC over the IPA phones of the corpus's transcription; PER."""
+
+    name = "pr"
+    primary_metric = "per"
+    label_name = "phone transcription"
+    label_of = staticmethod(custom_label("phonemes"))
+
+    def ctc_symbols(self, info: dict[str, Any]) -> Symbols:
+        return str((info.get("custom") or {}).get("phonemes") or "").split()
+
+    def score(self, refs, hyps, infos) -> dict[str, Any]:
+        metrics: dict[str, Any] = dict(_phone_rates(refs, hyps))
+        breakdown = self.per_language(refs, hyps, infos, _phone_rates)
+        if breakdown:
+            metrics["per_language"] = breakdown
+        return metrics
+
+    def show(self, symbols: Symbols) -> str:
+        return " ".join(symbols)
+
+
+class SlotFilling(SequenceTask):
+    """SUPERB's slot filling: the transcript with every slot value enclosed in its type's tags."""
+
+    name = "sf"
+    primary_metric = "slot_type_f1"
+    higher_is_better = True
+    label_name = "word/slot annotation"
+    label_of = staticmethod(custom_label("words"))
+
+    def ctc_symbols(self, info: dict[str, Any]) -> Symbols:
+        kept = self.normalized_words(info)
+        position = {index: k for k, (index, _) in enumerate(kept)}
+        slots = []
+        for slot in (info.get("custom") or {}).get("slots") or []:
+            inside = [position[i] for i in range(slot["start_word"], slot["end_word"]) if i in position]
+            if inside:
+                slots.append({"type": slot["type"], "start_word": inside[0], "end_word": inside[-1] + 1})
+        return slot_symbols([w for _, w in kept], slots)
+
+    def score(self, refs, hyps, infos) -> dict[str, Any]:
+        metrics: dict[str, Any] = slot_filling_scores([parse_slots(r) for r in refs], [parse_slots(h) for h in hyps])
+        metrics.update(error_rates([plain_text(r) for r in refs], [plain_text(h) for h in hyps]))
+        return metrics
+
+
+class SyntacticAnalysis(SequenceTask):
+    """Words and their universal part-of-speech tags from speech (LeBenchmark 2.0's SA task
+    without dependency heads, which the synthetic corpus does not write)."""
+
+    name = "sa"
+    primary_metric = "pos_accuracy"
+    higher_is_better = True
+    label_name = "word/POS annotation"
+    label_of = staticmethod(custom_label("pos"))
+
+    def ctc_symbols(self, info: dict[str, Any]) -> Symbols:
+        tags = (info.get("custom") or {}).get("pos") or []
+        kept = self.normalized_words(info)
+        return pos_symbols([w for _, w in kept], [tags[i] for i, _ in kept])
+
+    def score(self, refs, hyps, infos) -> dict[str, Any]:
+        return pos_scores([parse_tagged_words(r) for r in refs], [parse_tagged_words(h) for h in hyps])
+
+
+class SpeechTranslation(SequenceTask):
+    """Speech translation from the source language(s) to the target language.
+
+    The attention decoder writes the target's characters; the CTC branch of the hybrid
+    probe learns the *source* transcript (ESPnet's auxiliary ASR CTC for speech
+    translation), so joint CTC decoding is off (CTC scores a different text).
+    """
+
+    name = "ast"
+    needs = "sequence"
+    default_probe = "bilstm_ctcattn"
+    primary_metric = "bleu"
+    higher_is_better = True
+    default_epochs = 30
+    label_name = "translation"
+    decode_ctc_weight = 0.0
+
+    def __init__(self, cfg, data_dir) -> None:
+        super().__init__(cfg, data_dir)
+        self.source = [s.strip() for s in cfg.ast.source.split(",") if s.strip()]
+        self.target = cfg.ast.target
+        self.label_of = lambda info: ((info.get("custom") or {}).get("translations") or {}).get(self.target)
+
+    def select(self, cuts: list) -> list:
+        if "*" in self.source:
+            return [c for c in cuts if supervision_info(c).get("language") != self.target]
+        return [c for c in cuts if supervision_info(c).get("language") in self.source]
+
+    def prepare(self, splits: dict[str, list]) -> None:
+        for split, cuts in splits.items():
+            if not cuts:
+                raise ConfigError(f"task ast: split {split!r} has no utterances in source language(s) "
+                                  f"{','.join(self.source)} (ast.source)")
+        super().prepare(splits)
+
+    def ctc_symbols(self, info: dict[str, Any]) -> Symbols:
+        return list(self.normalize(info.get("text") or ""))
+
+    def decoder_symbols(self, info: dict[str, Any]) -> Symbols:
+        return list(self.normalize(self.label_of(info) or ""))
+
+    def score(self, refs, hyps, infos) -> dict[str, Any]:
+        return translation_scores(["".join(r) for r in refs], ["".join(h) for h in hyps])
