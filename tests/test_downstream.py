@@ -206,3 +206,55 @@ def test_bench_cli_errors(tmp_path, capsys):
     assert main(["bench", "--task", "lid", "--probe", "bilstm_ctc", "--no-progress", "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "unknown upstream" in err and "does not fit task lid" in err
+
+
+def _mfcc_frames(cut):
+    """``[T, 39]`` float64 MFCC frames of one cut, computed directly by the upstream."""
+    from speechssl.upstream import build_upstream
+
+    audio = torch.from_numpy(cut.load_audio()[0]).float()[None]
+    with torch.no_grad():
+        return build_upstream("mfcc")(audio, torch.tensor([audio.shape[1]])).layers[0][0].double().numpy()
+
+
+def test_cosine_probe_is_scored_without_training(tiny_corpus, tmp_path):
+    import numpy as np
+
+    from speechssl.data.manifests import load_cuts
+    from speechssl.downstream.metrics import eer
+    from speechssl.downstream.runner import run_bench
+
+    cfg = load_config(BenchConfig, None, [f"data={tiny_corpus}", "task=asv", "probe=cosine",
+                                          f"cache.dir={tmp_path / 'cache'}", *FAST])
+    result = run_bench(cfg, tmp_path / "run", progress=False)
+    assert result["updates"] == 0 and result["dev"]["epochs_run"] == 0
+    assert result["probe_params"] == 0 and result["probe_macs_per_second"] == 0
+    assert result["probe_kinds"] == {"input": "frames", "output": "verification", "trainable": False}
+    # The same EER from first principles: mean + std of each test utterance's MFCC frames, cosine.
+    vectors = {}
+    for cut in load_cuts(tiny_corpus, "test"):
+        frames = torch.from_numpy(_mfcc_frames(cut))
+        vector = torch.cat([frames.mean(0), frames.std(0, unbiased=False)])
+        vectors[cut.id] = vector / vector.norm()
+    trials = read_trials(tiny_corpus / "trials" / "asv_test.tsv")
+    scores = np.array([float(vectors[a] @ vectors[b]) for a, b, _ in trials])
+    # fp16 feature storage is the only difference.
+    assert result["metrics"]["eer"] == pytest.approx(eer(scores, [t[2] for t in trials]), abs=0.02)
+
+
+def test_standardisation_uses_the_train_statistics(tiny_corpus, tmp_path):
+    import numpy as np
+
+    from speechssl.downstream.runner import run_bench
+
+    overrides = [f"data={tiny_corpus}", "task=er", "featurizer.standardize=true", f"cache.dir={tmp_path / 'cache'}",
+                 *FAST]
+    result = run_bench(load_config(BenchConfig, None, overrides), tmp_path / "run", progress=False)
+    from speechssl.data.manifests import load_cuts
+
+    saved = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["featurizer"]
+    frames = np.concatenate([_mfcc_frames(cut) for cut in load_cuts(tiny_corpus, "train")])
+    # fp16 storage: values near 60 keep ~0.03 of precision, so means agree to a few 1e-3.
+    assert torch.allclose(saved["mean"][0].double(), torch.from_numpy(frames.mean(0)), atol=5e-3)
+    assert torch.allclose(saved["std"][0].double(), torch.from_numpy(frames.std(0)), rtol=1e-3, atol=1e-4)
+    assert result["probe_macs_per_second"] > 0 and result["metrics"]["accuracy"] >= 0

@@ -254,3 +254,9 @@ def test_overfits_a_tiny_batch():
     assert model.decode(x, lengths, beam_size=4, ctc_weight=0.3) == targets
     assert model.decode(x, lengths, beam_size=4, ctc_weight=0.0) == targets
     assert model.decode(x, lengths, beam_size=1) == targets
+    # Teacher forcing reads the reference prefix, so a fitted model reproduces it in one pass;
+    # an untrained one ends at its first <eos> and never writes the blank.
+    assert model.teacher_forced_decode(x, lengths, targets) == targets
+    fresh = small_probe(encoder="mlp", ctc_weight=0.3).eval()
+    for hypothesis, target in zip(fresh.teacher_forced_decode(x, lengths, targets), targets):
+        assert len(hypothesis) <= len(target) + 1 and 0 not in hypothesis

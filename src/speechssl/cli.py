@@ -525,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="robustness: Pearson/Spearman/Kendall correlations of upstream scores between probe "
                     "families per task, with p-values and bootstrap CIs (seed 002, Table 2). consensus: one "
                     "ranking per task over all probe families (Borda count or mean rank) and how often the "
-                    "probes' orderings agree (docs/consensus.md). leaderboard: mean "
+                    "probes' orderings agree (docs/benchmark.md). leaderboard: mean "
                     "+- std over seeds. multilingual: ML-SUPERB 2.0 aggregates over languages. score: "
                     "SUPERB-style normalised overall score. See docs/statistics.md.")
     _add_common(stats_parser)

@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speechssl.config import apply_overrides, config_hash, from_dict, param, save_config, to_dict
+from speechssl.config import config_hash, param, save_config
 from speechssl.data.synth import SynthConfig
-from speechssl.downstream.config import BenchConfig
+from speechssl.downstream.config import BenchConfig, settings_for_task
 from speechssl.models.objectives import OBJECTIVES
 from speechssl.pretrain.config import PretrainConfig, wavlablm_tiny_recipe
 
@@ -49,9 +49,11 @@ def _demo_bench() -> BenchConfig:
     return cfg
 
 
-# Sequence tasks need more updates than classification before CTC leaves its all-blank
-# phase; their probes are still small enough to keep the whole stage within minutes.
-DEMO_TASK_SETTINGS: dict[str, list[str]] = {}
+# Sequence tasks need more, smaller updates and a higher learning rate than classification
+# before CTC leaves its all-blank phase (docs/benchmark.md, "Small budgets").
+_SEQUENCE_SETTINGS = ["train.max_epochs=12", "train.patience=20", "train.lr=1e-2", "train.batch_seconds=20",
+                      "asr.beam_size=4"]
+SEQUENCE_TASKS = ("asr", "pr", "sf", "sa", "ast")
 
 
 @dataclass
@@ -64,14 +66,20 @@ class DemoBenchConfig:
     runs: list[str] = param(
         default_factory=lambda: [
             "lid:mean_linear", "lid:xvector", "asv:xvector", "asv:cosine", "er:mean_linear", "ic:mean_linear",
-            "asr:bilstm_ctc", "pr:bilstm_ctc", "sf:bilstm_ctc", "sa:bilstm_ctc", "ast:bilstm_ctcattn",
         ],
         help="task:probe pairs run for every upstream",
     )
+    sequence_upstreams: list[str] = param(
+        default_factory=lambda: ["mfcc", "pretrained"], help="upstreams of sequence_runs (the costlier tasks)"
+    )
+    sequence_runs: list[str] = param(
+        default_factory=lambda: ["asr:cnn_ctc", "pr:cnn_ctc", "sf:cnn_ctc", "sa:cnn_ctc", "ast:cnn_ctcattn"],
+        help="task:probe pairs run for sequence_upstreams only",
+    )
     settings: BenchConfig = field(default_factory=_demo_bench)
     task_settings: dict[str, list[str]] = param(
-        default_factory=lambda: dict(DEMO_TASK_SETTINGS),
-        help="per-task dotted overrides of `settings` (e.g. asr: [train.max_epochs=12])",
+        default_factory=lambda: {task: list(_SEQUENCE_SETTINGS) for task in SEQUENCE_TASKS},
+        help="per-task dotted overrides of `settings`",
     )
 
 
@@ -221,28 +229,26 @@ def _stage_bench(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
     rows = []
     statuses = set()
     store = ResultStore(out_dir / "results.db")  # every run is recorded; the report stage reads it
-    for upstream in cfg.bench.upstreams:
+    plan = [(u, r) for u in cfg.bench.upstreams for r in cfg.bench.runs]
+    plan += [(u, r) for u in cfg.bench.sequence_upstreams for r in cfg.bench.sequence_runs]
+    for upstream, run in plan:
         spec = {"pretrained": f"ckpt:{checkpoint}", "random_init": f"ckpt:{out_dir / 'random_init'}"}.get(
             upstream, upstream
         )
-        for run in cfg.bench.runs:
-            task, _, probe = run.partition(":")
-            if not probe:
-                raise ConfigError(f"bench.runs: expected task:probe, got {run!r}")
-            settings = cfg.bench.settings
-            if task in cfg.bench.task_settings:
-                settings = from_dict(BenchConfig, apply_overrides(to_dict(settings), cfg.bench.task_settings[task],
-                                                                  BenchConfig))
-            bench_cfg = replace(settings, upstream=spec, task=task, probe=probe, data=str(data_dir),
-                                cache=replace(settings.cache, dir=str(out_dir / "feature_cache")))
-            name = f"{upstream}/{task}-{probe}"
-            print(f"-- {name}", flush=True)
-            result = run_bench(bench_cfg, bench_dir / upstream / f"{task}-{probe}", progress=False)
-            statuses.add("reused" if result.get("reused") else "ran")
-            print(format_result(result), flush=True)
-            store.add_result(result, result_path=bench_dir / upstream / f"{task}-{probe}" / "result.json",
-                             upstream_label=upstream)
-            rows.append((upstream, task, probe, result))
+        task, _, probe = run.partition(":")
+        if not probe:
+            raise ConfigError(f"bench.runs: expected task:probe, got {run!r}")
+        settings = settings_for_task(cfg.bench.settings, task, cfg.bench.task_settings)
+        bench_cfg = replace(settings, upstream=spec, task=task, probe=probe, data=str(data_dir),
+                            cache=replace(settings.cache, dir=str(out_dir / "feature_cache")))
+        name = f"{upstream}/{task}-{probe}"
+        print(f"-- {name}", flush=True)
+        result = run_bench(bench_cfg, bench_dir / upstream / f"{task}-{probe}", progress=False)
+        statuses.add("reused" if result.get("reused") else "ran")
+        print(format_result(result), flush=True)
+        store.add_result(result, result_path=bench_dir / upstream / f"{task}-{probe}" / "result.json",
+                         upstream_label=upstream)
+        rows.append((upstream, task, probe, result))
     store.close()
     summary = bench_dir / "summary.md"
     summary.write_text(_bench_table(rows))
@@ -268,7 +274,8 @@ def _stage_report(cfg: DemoConfig, out_dir: Path) -> StageResult:
 
 
 def _bench_table(rows: list) -> str:
-    """Markdown table of test metrics: one row per upstream, one column per task/probe."""
+    """Markdown table of test metrics: one row per upstream, one column per task/probe, and a
+    last row with each column's chance score (majority class / most frequent target)."""
     columns = []
     for _, task, probe, result in rows:
         column = (task, probe, result["primary_metric"], result["higher_is_better"])
@@ -276,11 +283,14 @@ def _bench_table(rows: list) -> str:
             columns.append(column)
     upstreams = list(dict.fromkeys(r[0] for r in rows))
     value = {(u, t, p): r["metrics"][r["primary_metric"]] for u, t, p, r in rows}
+    chance = {(t, p): r["metrics"].get(f"chance_{r['primary_metric']}") for _, t, p, r in rows}
     header = "| upstream | " + " | ".join(f"{t} {p} {m} {'↑' if hi else '↓'}" for t, p, m, hi in columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
     for upstream in upstreams:
         cells = [f"{value[(upstream, t, p)]:.3f}" if (upstream, t, p) in value else "" for t, p, _, _ in columns]
         lines.append(f"| {upstream} | " + " | ".join(cells) + " |")
+    cells = [f"{chance[(t, p)]:.3f}" if chance.get((t, p)) is not None else "" for t, p, _, _ in columns]
+    lines.append("| *chance* | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -40,7 +40,7 @@ Conventions shared by all functions
     the probes' agreement is summarised as in seed 002's correlation tables (pairs of
     probes whose orderings are identical, mean pairwise Kendall tau and Spearman rho).
     Only upstreams scored by >= 2 probes and probes scoring >= 2 of them take part; see
-    ``docs/consensus.md``.
+    ``docs/benchmark.md``.
 
 :func:`multilingual`
     ML-SUPERB 2.0 aggregates over per-language rows: the macro average over languages
@@ -349,6 +349,19 @@ def _pair_specs(pairs) -> list[dict]:
     return specs
 
 
+def _probe_groups(cells: dict[tuple, dict]) -> tuple[dict[tuple, dict[str, dict[str, float]]], dict[tuple, bool]]:
+    """Seed-mean cells as ``(task, dataset, metric, regime, split) -> probe -> upstream -> mean``,
+    plus each group's direction (higher is better)."""
+    groups: dict[tuple, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    direction: dict[tuple, bool] = {}
+    for cell, agg in cells.items():
+        c = dict(zip(_CELL, cell))
+        gkey = (c["task"], c["dataset"], c["metric"], c["regime"], c["split"])
+        groups[gkey][c["probe"]][c["upstream"]] = agg["mean"]
+        direction[gkey] = agg["higher_is_better"]
+    return groups, direction
+
+
 def robustness(
     rows: Iterable[Mapping],
     metric: str | None = None,
@@ -386,14 +399,7 @@ def robustness(
     if not 0 < ci < 1:
         raise ConfigError(f"ci must be a confidence level in (0, 1), got {ci!r}")
     cells = _seed_means(_normalise(rows, languages="overall", metric=metric))
-    # group -> probe -> upstream -> seed mean
-    groups: dict[tuple, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
-    direction: dict[tuple, bool] = {}
-    for cell, agg in cells.items():
-        c = dict(zip(_CELL, cell))
-        gkey = (c["task"], c["dataset"], c["metric"], c["regime"], c["split"])
-        groups[gkey][c["probe"]][c["upstream"]] = agg["mean"]
-        direction[gkey] = agg["higher_is_better"]
+    groups, direction = _probe_groups(cells)
 
     todo: list[tuple[tuple, str, str]] = []
     if pairs is None:
@@ -549,14 +555,7 @@ def consensus(
         present[r["task"]].add(r["metric"])
     primary = {name: _primary_metric(name, metrics, None) for name, metrics in present.items()}
     cells = _seed_means([r for r in flat if r["metric"] == primary[r["task"]]])
-    # group -> probe -> upstream -> seed mean
-    groups: dict[tuple, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
-    direction: dict[tuple, bool] = {}
-    for cell, agg in cells.items():
-        c = dict(zip(_CELL, cell))
-        gkey = (c["task"], c["dataset"], c["metric"], c["regime"], c["split"])
-        groups[gkey][c["probe"]][c["upstream"]] = agg["mean"]
-        direction[gkey] = agg["higher_is_better"]
+    groups, direction = _probe_groups(cells)
 
     results = []
     for gkey in sorted(groups):

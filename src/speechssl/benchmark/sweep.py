@@ -21,7 +21,6 @@ of the CPU threads) and ``slurm`` through submitit (``--executor slurm``;
 
 from __future__ import annotations
 
-import copy
 import itertools
 import os
 import threading
@@ -34,7 +33,7 @@ from typing import Any, Callable
 
 from speechssl.benchmark.store import ResultStore, error_line, result_to_records
 from speechssl.config import config_hash, from_dict, param, to_dict
-from speechssl.downstream.config import BenchConfig
+from speechssl.downstream.config import BenchConfig, settings_for_task
 from speechssl.errors import ConfigError
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -62,6 +61,9 @@ class SweepConfig:
         default_factory=dict, help="extra axes: dotted bench keys -> values, e.g. {featurizer.layer: [null, 2]}"
     )
     settings: BenchConfig = field(default_factory=BenchConfig)
+    task_settings: dict[str, list[str]] = param(
+        default_factory=dict, help="per-task dotted overrides of settings, e.g. {asr: [train.lr=1e-2]}"
+    )
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def validate(self) -> None:
@@ -93,12 +95,11 @@ def plan_sweep(cfg: SweepConfig, *, name: str = "sweep") -> list[Cell]:
     """Every cell of the grid, validated before any work starts."""
     name = cfg.name or name
     out = Path(cfg.out or f"runs/sweeps/{name}")
-    base = to_dict(cfg.settings)
     axes = list(cfg.grid.items())
     cells: list[Cell] = []
     for upstream, run, seed, *values in itertools.product(cfg.upstreams, cfg.runs, cfg.seeds, *(v for _, v in axes)):
         task, _, probe = run.partition(":")
-        data = copy.deepcopy(base)
+        data = to_dict(settings_for_task(cfg.settings, task, cfg.task_settings))
         data.update(upstream=upstream, task=task, probe=probe, seed=seed)
         extra = []
         for (key, _), value in zip(axes, values):

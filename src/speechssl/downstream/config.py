@@ -144,3 +144,14 @@ class BenchConfig:
             raise ConfigError(f"train_hours: must be > 0 or null, got {self.train_hours}")
         if self.train.lr is not None and not self.train.lr > 0:
             raise ConfigError(f"train.lr: must be > 0 or null, got {self.train.lr}")
+
+
+def settings_for_task(settings: BenchConfig, task: str, task_settings: dict[str, list[str]]) -> BenchConfig:
+    """``settings`` with the dotted overrides listed for ``task`` applied (sweeps and the demo:
+    sequence tasks need more updates and a higher learning rate than classification)."""
+    from speechssl.config import apply_overrides, from_dict, to_dict
+
+    if task not in task_settings:
+        return settings
+    return from_dict(BenchConfig, apply_overrides(to_dict(settings), task_settings[task], BenchConfig),
+                     prefix=f"task_settings.{task}")

@@ -219,8 +219,9 @@ class CTCAttentionHead(nn.Module):
         return F.ctc_loss(log_probs, flat, lengths.cpu(), target_lengths, blank=self.blank, reduction="mean",
                           zero_infinity=True)
 
-    def _attention_loss(self, hidden: Tensor, lengths: Tensor, targets: list[list[int]]) -> Tensor:
-        """Teacher forcing: the decoder reads ``<sos> y`` and predicts ``y <eos>``."""
+    def _teacher_forced_logits(self, hidden: Tensor, lengths: Tensor, targets: list[list[int]]) -> tuple[Tensor, Tensor]:
+        """Teacher forcing: the decoder reads ``<sos> y``; returns its logits ``[B, L + 1, V + 1]``
+        and the outputs it should predict, ``y <eos>`` (``IGNORE_INDEX`` after the end)."""
         longest = max(len(ids) for ids in targets)
         inputs = torch.full((len(targets), longest + 1), self.sos_eos, dtype=torch.long)
         outputs = torch.full((len(targets), longest + 1), IGNORE_INDEX, dtype=torch.long)
@@ -232,10 +233,28 @@ class CTCAttentionHead(nn.Module):
         # clamp: a fully masked memory row would turn attention into NaNs.
         memory_padding = ~padding_mask(lengths.to(memory.device).clamp(min=1), memory.shape[1])
         logits = self._decoder_logits(inputs.to(memory.device), memory, memory_padding)
+        return logits, outputs.to(memory.device)
+
+    def _attention_loss(self, hidden: Tensor, lengths: Tensor, targets: list[list[int]]) -> Tensor:
+        logits, outputs = self._teacher_forced_logits(hidden, lengths, targets)
         return F.cross_entropy(
-            logits.float().reshape(-1, self.num_outputs + 1), outputs.to(memory.device).reshape(-1),
+            logits.float().reshape(-1, self.num_outputs + 1), outputs.reshape(-1),
             ignore_index=IGNORE_INDEX, label_smoothing=self.label_smoothing,
         )
+
+    @torch.no_grad()
+    def teacher_forced_decode(self, x: Tensor, lengths: Tensor, decoder_targets: list[list[int]]) -> list[list[int]]:
+        """The decoder's argmax after each reference prefix, up to its first ``<eos>``: one
+        parallel pass instead of a search (ESPnet selects models on this teacher-forced
+        accuracy). A cheap, optimistic proxy for dev passes; the test pass searches."""
+        hidden, enc_lengths = self.encoder(x, lengths)
+        logits, _ = self._teacher_forced_logits(hidden, enc_lengths, decoder_targets)
+        logits[..., self.blank] = float("-inf")  # the decoder never writes the CTC blank
+        hypotheses = []
+        for row, target in zip(logits.argmax(-1).tolist(), decoder_targets):
+            row = row[:len(target) + 1]  # later positions read the batch's padding
+            hypotheses.append(row[:row.index(self.sos_eos)] if self.sos_eos in row else row)
+        return hypotheses
 
     def loss(
         self, x: Tensor, lengths: Tensor, ctc_targets: list[list[int]], decoder_targets: list[list[int]] | None = None
@@ -271,7 +290,7 @@ class CTCAttentionHead(nn.Module):
         A hypothesis ``h`` scores ``(1 - λ) log p_att(h) + λ log p_ctc_prefix(h) + length_bonus |h|``
         with ``λ = ctc_weight`` (default: the training weight); λ = 0 is a pure attention beam
         search, λ = 1 a CTC prefix search. Hypotheses end with ``<eos>`` or after ``max_length``
-        labels (default: the utterance's encoder frames). The caller sets eval mode.
+        labels (at most the utterance's encoder frames). The caller sets eval mode.
         """
         weight = self.ctc_weight if ctc_weight is None else float(ctc_weight)
         if not 0.0 <= weight <= 1.0:
@@ -289,7 +308,7 @@ class CTCAttentionHead(nn.Module):
                 memory[row:row + 1, :frames] if memory is not None else None,
                 ctc_log_probs[row, :frames] if ctc_log_probs is not None else None,
                 beam_size=beam_size, weight=weight, length_bonus=length_bonus,
-                max_length=max(frames if max_length is None else max_length, 1),
+                max_length=max(frames if max_length is None else min(frames, max_length), 1),
             ))
         return results
 

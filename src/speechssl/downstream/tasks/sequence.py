@@ -82,6 +82,9 @@ class SequenceTask(Task):
         self.tokenizer = SymbolTokenizer.from_sequences(train_targets)
         decoded = Counter(tuple(self.decoder_symbols(supervision_info(c))) for c in splits["train"])
         self.most_frequent_target = list(decoded.most_common(1)[0][0])
+        # An attention decoder that has not learnt <eos> yet would otherwise run to one symbol
+        # per encoder frame on every dev utterance (minutes per pass on CPU).
+        self.max_decode_length = int(1.5 * max(len(t) for t in decoded)) + 10
 
     @property
     def num_outputs(self) -> int:
@@ -106,9 +109,15 @@ class SequenceTask(Task):
         return F.ctc_loss(log_probs, targets, lengths.cpu(), target_lengths, blank=0, reduction="mean",
                           zero_infinity=True)
 
-    def decode(self, probe: nn.Module, batch: ProbeBatch, beam: int) -> list[Symbols]:
+    def decode(self, probe: nn.Module, batch: ProbeBatch, beam: int, *, final: bool = True) -> list[Symbols]:
         if getattr(probe, "output_kind", "frames") == "sequence":
-            ids = probe.decode(batch.features, batch.lengths, beam_size=beam, ctc_weight=self.decode_ctc_weight)
+            if not final:
+                # Dev passes of an attention decoder: teacher-forced argmax (one parallel pass;
+                # a search per utterance per epoch costs minutes on CPU).
+                return [self.tokenizer.decode(ids) for ids in probe.teacher_forced_decode(
+                    batch.features, batch.lengths, self._encode(batch, self.decoder_symbols))]
+            ids = probe.decode(batch.features, batch.lengths, beam_size=beam, ctc_weight=self.decode_ctc_weight,
+                               max_length=self.max_decode_length)
         else:
             logits, lengths = probe(batch.features, batch.lengths)
             log_probs = F.log_softmax(logits.float(), dim=-1).cpu()
@@ -125,7 +134,7 @@ class SequenceTask(Task):
         for batch in batches:
             refs += [self.decoder_symbols(s) for s in batch.supervisions]
             infos += batch.supervisions
-            greedy += self.decode(probe, batch, 1)
+            greedy += self.decode(probe, batch, 1, final=final)
             if beam > 1:
                 beamed += self.decode(probe, batch, beam)
         metrics = self.score(refs, greedy, infos)
@@ -153,10 +162,11 @@ class SequenceTask(Task):
                 for lang, idx in sorted(by_language.items())}
 
     def normalized_words(self, info: dict[str, Any]) -> list[tuple[int, str]]:
-        """(index, normalised word) for the corpus's words that survive normalisation."""
+        """(index of the corpus word, normalised word) pairs; a word that normalisation splits
+        ("trente-et-un" -> "trente et un") gives several pairs with its index, one it empties
+        gives none."""
         words = (info.get("custom") or {}).get("words") or []
-        kept = [(i, self.normalize(w)) for i, w in enumerate(words)]
-        return [(i, w) for i, w in kept if w]
+        return [(i, piece) for i, word in enumerate(words) for piece in self.normalize(word).split()]
 
 
 def _char_rates(refs: list[Symbols], hyps: list[Symbols]) -> dict[str, float]:
@@ -217,10 +227,9 @@ class SlotFilling(SequenceTask):
 
     def ctc_symbols(self, info: dict[str, Any]) -> Symbols:
         kept = self.normalized_words(info)
-        position = {index: k for k, (index, _) in enumerate(kept)}
         slots = []
         for slot in (info.get("custom") or {}).get("slots") or []:
-            inside = [position[i] for i in range(slot["start_word"], slot["end_word"]) if i in position]
+            inside = [k for k, (index, _) in enumerate(kept) if slot["start_word"] <= index < slot["end_word"]]
             if inside:
                 slots.append({"type": slot["type"], "start_word": inside[0], "end_word": inside[-1] + 1})
         return slot_symbols([w for _, w in kept], slots)
