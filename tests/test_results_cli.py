@@ -61,3 +61,26 @@ def test_stats_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "PROBE_A:PROBE_B" in err and "matches no group" in err and "no such results file" in err
     assert err.count("no result store at") == 3
+
+
+def test_results_matrix_prints_upstreams_by_task_probe_with_chance(tmp_path, capsys):
+    import json
+
+    from speechssl.cli import main
+
+    def result(upstream, task, probe, value, chance):
+        return {"format": "speechssl.bench/1", "upstream": upstream, "task": task, "probe": probe,
+                "primary_metric": "accuracy", "higher_is_better": True,
+                "metrics": {"accuracy": value, "chance_accuracy": chance}}
+
+    paths = []
+    for i, r in enumerate([result("mfcc", "er", "ecapa", 0.68, 0.25), result("ge2e", "er", "ecapa", 0.5, 0.25),
+                           result("mfcc", "ic", "mean_linear", 0.1, 0.077)]):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(r))
+    assert main(["results", "matrix", *map(str, paths)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| upstream | er ecapa accuracy ↑ | ic mean_linear accuracy ↑ |"
+    assert lines[2:] == ["| mfcc | 0.680 | 0.100 |", "| ge2e | 0.500 |  |", "| *chance* | 0.250 | 0.077 |"]
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["results", "matrix", str(tmp_path / "bad.json")]) == 2

@@ -167,6 +167,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_results(args: argparse.Namespace) -> int:
     from speechssl.benchmark.store import ResultStore
 
+    if args.results_verb == "matrix":
+        from speechssl.benchmark.matrix import score_matrix
+
+        results = [_read_result(path) for path in args.files]
+        print(score_matrix(results))
+        return 0
+
     with ResultStore(args.store, create=args.results_verb == "import") as store:
         if args.results_verb == "import":
             for path in args.files:
@@ -179,6 +186,20 @@ def _cmd_results(args: argparse.Namespace) -> int:
             runs = store.runs(**_filters(args, status=args.status))
             print(_runs_table(runs, store))
     return 0
+
+
+def _read_result(path: Path) -> dict:
+    import json
+
+    from speechssl.errors import ConfigError
+
+    try:
+        result = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read a bench result ({exc})") from None
+    if not isinstance(result, dict) or result.get("format") != "speechssl.bench/1":
+        raise ConfigError(f"{path}: not a speechssl bench result.json")
+    return result
 
 
 def _filters(args: argparse.Namespace, **more: object) -> dict[str, object]:
@@ -490,6 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
     r_import.add_argument("files", type=Path, nargs="+", metavar="FILE")
     r_export = results_verbs.add_parser("export", help="write the scores as long CSV or JSONL (by suffix)")
     r_export.add_argument("file", type=Path, metavar="FILE")
+    r_matrix = results_verbs.add_parser(
+        "matrix", help="upstream x (task, probe) table of bench result.json files, with a chance row")
+    r_matrix.add_argument("files", type=Path, nargs="+", metavar="RESULT_JSON")
+    _add_common(r_matrix)
     r_list = results_verbs.add_parser("list", help="list runs with status and primary score")
     r_list.add_argument("--status", choices=["pending", "running", "finished", "failed"], default=None)
     for sub in (r_import, r_export, r_list):

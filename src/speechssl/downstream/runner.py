@@ -141,13 +141,17 @@ def _check_probe(cfg: BenchConfig, task: type[Task]) -> str:
     return name
 
 
-def _load_splits(cfg: BenchConfig) -> dict[str, list]:
+def _load_splits(cfg: BenchConfig, select=None) -> dict[str, list]:
+    """The train/dev/test cuts, each filtered by ``select`` (a task's choice), then train cut
+    to ``train_hours``."""
     data_dir = Path(cfg.data)
     if not data_dir.is_dir():
         hint = " (make it with: speechssl corpus synth)" if cfg.data == "data/synth" else ""
         raise ConfigError(f"data directory {data_dir} does not exist{hint}")
     names = {"train": cfg.train_split, "dev": cfg.dev_split, "test": cfg.test_split}
     splits = {role: list(load_cuts(data_dir, split)) for role, split in names.items()}
+    if select is not None:
+        splits = {role: select(cuts) for role, cuts in splits.items()}
     if cfg.train_hours is not None:
         splits["train"] = subset_hours(splits["train"], cfg.train_hours)
     return splits
@@ -191,11 +195,10 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
     try:
         upstream = build_upstream(cfg.upstream).to(device).eval().requires_grad_(False)
         flops = count_upstream_flops(upstream, cfg.cost.flops_seconds)
-        full_splits = _load_splits(cfg)
         task = task_cls(cfg, Path(cfg.data))
-        # The task may use part of a split (speech translation: its source languages); the
-        # cache still covers whole splits, so every task shares one entry per split.
-        splits = {role: task.select(cuts) for role, cuts in full_splits.items()}
+        # The task may use part of a split (speech translation: its source languages); it is
+        # chosen before train_hours, so that budget counts the audio the task trains on.
+        splits = _load_splits(cfg, task.select)
         task.prepare(splits)
         if cfg.featurizer.layer is None:
             layer_ids = list(range(upstream.num_layers))
@@ -209,7 +212,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
             cached = None
             if cfg.cache.enabled:
                 t0 = time.perf_counter()
-                cached, info = _open_cache(cfg, upstream, full_splits[role], layer_ids, device, progress)
+                cached, info = _open_cache(cfg, upstream, splits[role], layer_ids, device, progress)
                 cache_seconds += time.perf_counter() - t0
                 cache_info[role] = info
             sources[role] = FeatureSource(splits[role], upstream=upstream, layer_ids=layer_ids, cached=cached, cfg=cfg, device=device)

@@ -52,7 +52,7 @@ class Task:
     # ------------------------------------------------------------ data
     def select(self, cuts: list) -> list:
         """The cuts of a split this task uses (all by default; speech translation keeps its
-        source languages). The feature cache still covers the whole split."""
+        source languages), chosen before ``train_hours`` is applied."""
         return cuts
 
     def prepare(self, splits: dict[str, list]) -> None:
