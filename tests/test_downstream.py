@@ -258,3 +258,19 @@ def test_standardisation_uses_the_train_statistics(tiny_corpus, tmp_path):
     assert torch.allclose(saved["mean"][0].double(), torch.from_numpy(frames.mean(0)), atol=5e-3)
     assert torch.allclose(saved["std"][0].double(), torch.from_numpy(frames.std(0)), rtol=1e-3, atol=1e-4)
     assert result["probe_macs_per_second"] > 0 and result["metrics"]["accuracy"] >= 0
+
+
+def test_translation_reads_its_source_language_from_the_shared_cache(tiny_corpus, tmp_path):
+    from speechssl.downstream.runner import run_bench
+
+    common = [f"data={tiny_corpus}", f"cache.dir={tmp_path / 'cache'}", "probe_cfg.heads=2",
+              "probe_cfg.decoder_layers=1", "asr.beam_size=2", *FAST]
+    lid = run_bench(load_config(BenchConfig, None, ["task=lid", *common]), tmp_path / "lid", progress=False)
+    ast = run_bench(load_config(BenchConfig, None, ["task=ast", "probe=mlp_ctcattn", "ast.source=fr,de", *common]),
+                    tmp_path / "ast", progress=False)
+    # dev and test are subsets of the splits other tasks cached: one entry each, shared.
+    for role in ("dev", "test"):
+        assert ast["cache"][role]["key"] == lid["cache"][role]["key"]
+        assert 0 < ast["utterances"][role] < lid["utterances"][role]
+    assert ast["metrics"]["bleu"] >= 0 and "chrf" in ast["metrics"] and "chance_bleu" in ast["metrics"]
+    assert ast["probe_kinds"]["output"] == "sequence" and ast["probe_macs_per_second"] > 0

@@ -73,7 +73,9 @@ class DemoBenchConfig:
         default_factory=lambda: ["mfcc", "pretrained"], help="upstreams of sequence_runs (the costlier tasks)"
     )
     sequence_runs: list[str] = param(
-        default_factory=lambda: ["asr:cnn_ctc", "pr:cnn_ctc", "sf:cnn_ctc", "sa:cnn_ctc", "ast:cnn_ctcattn"],
+        # Slot filling is left out: at this budget no probe learns its slot tags (RESULTS.md,
+        # issue 13); configs/sweeps/probe_families.yaml runs it.
+        default_factory=lambda: ["asr:cnn_ctc", "pr:cnn_ctc", "sa:cnn_ctc", "ast:cnn_ctcattn"],
         help="task:probe pairs run for sequence_upstreams only",
     )
     settings: BenchConfig = field(default_factory=_demo_bench)

@@ -141,20 +141,26 @@ def _check_probe(cfg: BenchConfig, task: type[Task]) -> str:
     return name
 
 
-def _load_splits(cfg: BenchConfig, select=None) -> dict[str, list]:
-    """The train/dev/test cuts, each filtered by ``select`` (a task's choice), then train cut
-    to ``train_hours``."""
+def _load_splits(cfg: BenchConfig, select=None) -> tuple[dict[str, list], dict[str, list]]:
+    """The train/dev/test cuts a task uses -- each split filtered by ``select`` (the task's
+    choice), then train cut to ``train_hours`` -- and, per split, the cuts whose feature-cache
+    entry to read them from: the split every other task uses when it holds them all (a
+    selected dev or test set), else the selection itself."""
     data_dir = Path(cfg.data)
     if not data_dir.is_dir():
         hint = " (make it with: speechssl corpus synth)" if cfg.data == "data/synth" else ""
         raise ConfigError(f"data directory {data_dir} does not exist{hint}")
     names = {"train": cfg.train_split, "dev": cfg.dev_split, "test": cfg.test_split}
-    splits = {role: list(load_cuts(data_dir, split)) for role, split in names.items()}
-    if select is not None:
-        splits = {role: select(cuts) for role, cuts in splits.items()}
+    whole = {role: list(load_cuts(data_dir, split)) for role, split in names.items()}
+    splits = {role: select(cuts) for role, cuts in whole.items()} if select is not None else dict(whole)
     if cfg.train_hours is not None:
+        whole["train"] = subset_hours(whole["train"], cfg.train_hours)
         splits["train"] = subset_hours(splits["train"], cfg.train_hours)
-    return splits
+    cached = {}
+    for role in ROLES:
+        ids = {c.id for c in whole[role]}
+        cached[role] = whole[role] if all(c.id in ids for c in splits[role]) else splits[role]
+    return splits, cached
 
 
 def subset_hours(cuts: list, hours: float) -> list:
@@ -198,7 +204,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
         task = task_cls(cfg, Path(cfg.data))
         # The task may use part of a split (speech translation: its source languages); it is
         # chosen before train_hours, so that budget counts the audio the task trains on.
-        splits = _load_splits(cfg, task.select)
+        splits, cache_cuts = _load_splits(cfg, task.select)
         task.prepare(splits)
         if cfg.featurizer.layer is None:
             layer_ids = list(range(upstream.num_layers))
@@ -212,7 +218,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
             cached = None
             if cfg.cache.enabled:
                 t0 = time.perf_counter()
-                cached, info = _open_cache(cfg, upstream, splits[role], layer_ids, device, progress)
+                cached, info = _open_cache(cfg, upstream, cache_cuts[role], layer_ids, device, progress)
                 cache_seconds += time.perf_counter() - t0
                 cache_info[role] = info
             sources[role] = FeatureSource(splits[role], upstream=upstream, layer_ids=layer_ids, cached=cached, cfg=cfg, device=device)
