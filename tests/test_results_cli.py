@@ -84,3 +84,7 @@ def test_results_matrix_prints_upstreams_by_task_probe_with_chance(tmp_path, cap
     assert lines[2:] == ["| mfcc | 0.680 | 0.100 |", "| ge2e | 0.500 |  |", "| *chance* | 0.250 | 0.077 |"]
     (tmp_path / "bad.json").write_text("{}")
     assert main(["results", "matrix", str(tmp_path / "bad.json")]) == 2
+    assert main(["results", "matrix", "--by-task", *map(str, paths)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| task probe metric | mfcc | ge2e | *chance* |"
+    assert lines[2:] == ["| er ecapa accuracy ↑ | 0.680 | 0.500 | 0.250 |", "| ic mean_linear accuracy ↑ | 0.100 |  | 0.077 |"]

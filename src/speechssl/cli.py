@@ -171,7 +171,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
         from speechssl.benchmark.matrix import score_matrix
 
         results = [_read_result(path) for path in args.files]
-        print(score_matrix(results))
+        print(score_matrix(results, by_task=args.by_task))
         return 0
 
     with ResultStore(args.store, create=args.results_verb == "import") as store:
@@ -514,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     r_matrix = results_verbs.add_parser(
         "matrix", help="upstream x (task, probe) table of bench result.json files, with a chance row")
     r_matrix.add_argument("files", type=Path, nargs="+", metavar="RESULT_JSON")
+    r_matrix.add_argument("--by-task", action="store_true", help="one row per task and probe, one column per upstream")
     _add_common(r_matrix)
     r_list = results_verbs.add_parser("list", help="list runs with status and primary score")
     r_list.add_argument("--status", choices=["pending", "running", "finished", "failed"], default=None)

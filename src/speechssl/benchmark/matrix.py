@@ -15,9 +15,12 @@ from speechssl.benchmark.tables import markdown_table
 __all__ = ["score_matrix"]
 
 
-def score_matrix(results: Sequence[dict[str, Any]], labels: Sequence[str] | None = None) -> str:
+def score_matrix(results: Sequence[dict[str, Any]], labels: Sequence[str] | None = None, *,
+                 by_task: bool = False) -> str:
     """Markdown: one row per upstream (``labels[i]`` names ``results[i]``'s upstream, default its
-    spec), one column per (task, probe) with the test primary metric, a last row of chance."""
+    spec), one column per (task, probe) with the test primary metric, a last row of chance.
+    ``by_task`` turns it round (one row per task and probe, one column per upstream, then
+    chance): the readable form when there are many (task, probe) pairs."""
     if labels is not None and len(labels) != len(results):
         raise ValueError(f"{len(labels)} labels for {len(results)} results")
     names = list(labels) if labels is not None else [r["upstream"] for r in results]
@@ -31,9 +34,22 @@ def score_matrix(results: Sequence[dict[str, Any]], labels: Sequence[str] | None
             columns.append(column)
             info[column] = (metric, result["higher_is_better"], result["metrics"].get(f"chance_{metric}"))
         value[(name, *column)] = result["metrics"][metric]
-    headers = ["upstream"] + [f"{t} {p} {info[(t, p)][0]} {'↑' if info[(t, p)][1] else '↓'}" for t, p in columns]
-    rows = [[name] + [f"{value[(name, t, p)]:.3f}" if (name, t, p) in value else "" for t, p in columns]
-            for name in dict.fromkeys(names)]
-    chance = [info[c][2] for c in columns]
-    rows.append(["*chance*"] + [f"{c:.3f}" if isinstance(c, (int, float)) else "" for c in chance])
-    return markdown_table(headers, rows)
+    upstreams = list(dict.fromkeys(names))
+
+    def cell(name: str, column: tuple[str, str]) -> str:
+        return f"{value[(name, *column)]:.3f}" if (name, *column) in value else ""
+
+    def chance(column: tuple[str, str]) -> str:
+        c = info[column][2]
+        return f"{c:.3f}" if isinstance(c, (int, float)) else ""
+
+    def title(column: tuple[str, str]) -> str:
+        metric, higher, _ = info[column]
+        return f"{column[0]} {column[1]} {metric} {'↑' if higher else '↓'}"
+
+    if by_task:
+        rows = [[title(c)] + [cell(u, c) for u in upstreams] + [chance(c)] for c in sorted(columns)]
+        return markdown_table(["task probe metric", *upstreams, "*chance*"], rows)
+    rows = [[u] + [cell(u, c) for c in columns] for u in upstreams]
+    rows.append(["*chance*"] + [chance(c) for c in columns])
+    return markdown_table(["upstream", *map(title, columns)], rows)
