@@ -98,6 +98,10 @@ log = logging.getLogger(__name__)
 # Which metric is a task's primary one when several are scored and none is named.
 PRIMARY_METRIC_ORDER = ("cer", "wer", "per", "der", "eer", "accuracy", "acc", "macro_f1", "f1", "mindcf")
 
+# Tasks whose primary metric is not the first of PRIMARY_METRIC_ORDER they report (slot
+# filling and syntactic analysis also report CER/WER of their text; bench results name it).
+TASK_PRIMARY_METRIC = {"sf": "slot_type_f1", "sa": "pos_accuracy", "ast": "bleu", "pr": "per"}
+
 _FORMATS = ("md", "json", "tex")
 
 
@@ -818,6 +822,8 @@ def _primary_metric(task: str, present: set[str], metrics: Mapping | None) -> st
         if metrics[task] not in present:
             raise ConfigError(f"metric {metrics[task]!r} given for task {task!r} has no rows; it has {sorted(present)}")
         return metrics[task]
+    if TASK_PRIMARY_METRIC.get(task) in present:
+        return TASK_PRIMARY_METRIC[task]
     for name in PRIMARY_METRIC_ORDER:
         if name in present:
             return name
