@@ -656,3 +656,13 @@ def test_cli_stats_consensus(tmp_path, capsys):
     assert {e["method"] for e in entries} == {"mean_rank"} and len(entries) == 8
     assert main(["stats", "consensus", "--store", store, "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith("task,dataset,metric,")
+
+
+def test_consensus_ranks_on_the_primary_metric_the_runs_recorded():
+    """Slot filling also reports CER of its text; its runs name slot_type_f1 as primary."""
+    f1 = grid_rows({"cnn": {"a": 0.9, "b": 0.5}, "mlp": {"a": 0.8, "b": 0.4}}, task="sf", metric="slot_type_f1")
+    cer = grid_rows({"cnn": {"a": 0.9, "b": 0.1}, "mlp": {"a": 0.8, "b": 0.2}}, task="sf", metric="cer")
+    assert consensus(f1 + cer)[0]["metric"] == "cer"  # nothing recorded: PRIMARY_METRIC_ORDER
+    recorded = [{**r, "primary_metric": "slot_type_f1"} for r in f1 + cer]
+    [entry] = consensus(recorded)
+    assert entry["metric"] == "slot_type_f1" and ranking_of(entry)[0][0] == "a"

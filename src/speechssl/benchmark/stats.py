@@ -98,10 +98,6 @@ log = logging.getLogger(__name__)
 # Which metric is a task's primary one when several are scored and none is named.
 PRIMARY_METRIC_ORDER = ("cer", "wer", "per", "der", "eer", "accuracy", "acc", "macro_f1", "f1", "mindcf")
 
-# Tasks whose primary metric is not the first of PRIMARY_METRIC_ORDER they report (slot
-# filling and syntactic analysis also report CER/WER of their text; bench results name it).
-TASK_PRIMARY_METRIC = {"sf": "slot_type_f1", "sa": "pos_accuracy", "ast": "bleu", "pr": "per"}
-
 _FORMATS = ("md", "json", "tex")
 
 
@@ -178,6 +174,7 @@ def _normalise(rows: Iterable[Mapping], *, languages: str, metric=None, task=Non
             "metric": str(row["metric"]),
             "value": value,
             "higher_is_better": _direction(row, i),
+            "primary_metric": row.get("primary_metric") or None,
         }
         dkey = (r["task"], r["dataset"], r["metric"])
         if dkey in directions and directions[dkey][0] != r["higher_is_better"]:
@@ -525,8 +522,8 @@ def consensus(
     """Consensus ranking of the upstreams over probe families, one dict per group.
 
     Groups are (task, dataset, metric, regime, split) over overall rows, on each task's
-    primary metric (the first of :data:`PRIMARY_METRIC_ORDER` present, else the first by
-    name; ``metric`` fixes it for every task; ``task`` keeps one task). Per group, the seed mean of every
+    primary metric (the one its runs recorded, else the first of :data:`PRIMARY_METRIC_ORDER`
+    present, else the first by name; ``metric`` fixes it for every task; ``task`` keeps one task). Per group, the seed mean of every
     (upstream, probe) is taken, then only the upstreams scored by >= 2 probes and the
     probes scoring >= 2 of those upstreams are kept (repeated until both hold; the rest is
     listed in ``dropped_upstreams``/``dropped_probes``). Each probe ranks the upstreams it
@@ -554,10 +551,8 @@ def consensus(
     if method not in CONSENSUS_METHODS:
         raise ConfigError(f"unknown consensus method {method!r}; choose one of {', '.join(CONSENSUS_METHODS)}")
     flat = _normalise(rows, languages="overall", task=task, metric=metric)
-    present: dict[str, set[str]] = defaultdict(set)
-    for r in flat:
-        present[r["task"]].add(r["metric"])
-    primary = {name: _primary_metric(name, metrics, None) for name, metrics in present.items()}
+    present, recorded = _task_metrics(flat)
+    primary = {name: _primary_metric(name, metrics, None, recorded[name]) for name, metrics in present.items()}
     cells = _seed_means([r for r in flat if r["metric"] == primary[r["task"]]])
     groups, direction = _probe_groups(cells)
 
@@ -817,13 +812,27 @@ def per_language_cer(pairs: Iterable[tuple[str, str, str]]) -> dict[str, dict]:
 # --------------------------------------------------------------------------- normalised score
 
 
-def _primary_metric(task: str, present: set[str], metrics: Mapping | None) -> str:
+def _task_metrics(flat: list[dict]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Per task: the metrics its rows report, and the primary metrics its runs recorded."""
+    present: dict[str, set[str]] = defaultdict(set)
+    recorded: dict[str, set[str]] = defaultdict(set)
+    for r in flat:
+        present[r["task"]].add(r["metric"])
+        if r["primary_metric"]:
+            recorded[r["task"]].add(r["primary_metric"])
+    return present, recorded
+
+
+def _primary_metric(task: str, present: set[str], metrics: Mapping | None, recorded: set[str] = frozenset()) -> str:
+    """The metric to rank ``task`` on: the one asked for, else the primary metric its runs
+    recorded (bench results name it), else the first of PRIMARY_METRIC_ORDER it reports."""
     if metrics and task in metrics:
         if metrics[task] not in present:
             raise ConfigError(f"metric {metrics[task]!r} given for task {task!r} has no rows; it has {sorted(present)}")
         return metrics[task]
-    if TASK_PRIMARY_METRIC.get(task) in present:
-        return TASK_PRIMARY_METRIC[task]
+    named = sorted(recorded & present)
+    if len(named) == 1:
+        return named[0]
     for name in PRIMARY_METRIC_ORDER:
         if name in present:
             return name
@@ -842,8 +851,8 @@ def normalised_score(
     """SUPERB-style normalised score per upstream: 0 = ``baseline``, 1000 = best upstream.
 
     The unit is a (task, dataset, split) of the overall rows of one ``regime``, scored on
-    the task's primary metric: ``metrics[task]`` if given, else the first present in
-    :data:`PRIMARY_METRIC_ORDER`, else the alphabetically first. An upstream's score on a
+    the task's primary metric: ``metrics[task]`` if given, else the one its runs recorded,
+    else the first present in :data:`PRIMARY_METRIC_ORDER`, else the alphabetically first. An upstream's score on a
     unit is its seed mean with its best probe, or with ``probe`` (a name, or
     {task: name}) when given. Then per unit
     ``1000 * (s - s_baseline) / (s_best - s_baseline)``, with s_best the best upstream
@@ -866,10 +875,8 @@ def normalised_score(
         raise ConfigError(f"no overall score rows with regime {regime!r}")
     if baseline not in {r["upstream"] for r in flat}:
         raise ConfigError(f"baseline upstream {baseline!r} has no rows; upstreams: {sorted({r['upstream'] for r in flat})}")
-    present: dict[str, set[str]] = defaultdict(set)
-    for r in flat:
-        present[r["task"]].add(r["metric"])
-    chosen = {task: _primary_metric(task, names, metrics) for task, names in present.items()}
+    present, recorded = _task_metrics(flat)
+    chosen = {task: _primary_metric(task, names, metrics, recorded[task]) for task, names in present.items()}
     cells = _seed_means([r for r in flat if r["metric"] == chosen[r["task"]]])
 
     # unit -> upstream -> (score, probe), keeping the best probe unless one is fixed

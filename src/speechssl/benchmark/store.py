@@ -264,7 +264,7 @@ class ResultStore:
         where, params = _where(qualified, None)
         rows = self._db.execute(
             "SELECT s.run_id, r.upstream, r.task, r.probe, r.regime, r.seed, r.dataset, s.language, s.split, "
-            "s.metric, s.value, s.higher_is_better, r.status, r.source "
+            "s.metric, s.value, s.higher_is_better, r.status, r.source, r.primary_metric "
             f"FROM scores s JOIN runs r ON r.run_id = s.run_id{where} "
             "ORDER BY r.task, r.dataset, s.metric, r.upstream, r.probe, r.regime, r.seed, s.language", params).fetchall()
         out = []

@@ -32,7 +32,7 @@ from speechssl.data.manifests import load_cuts
 from speechssl.data.sampler import DurationBucketSampler
 from speechssl.downstream.config import BenchConfig
 from speechssl.downstream.featurizer import Featurizer, resolve_layer
-from speechssl.downstream.probes import build_probe, check_probe
+from speechssl.downstream.probes import check_probe
 from speechssl.downstream.tasks import ProbeBatch, Task, task_class
 from speechssl.errors import ConfigError, SpeechSSLError
 from speechssl.fsutil import write_text_atomic
@@ -364,9 +364,7 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
     stats = train_statistics(sources["train"], len(layer_ids)) if cfg.featurizer.standardize else None
     featurizer = Featurizer(len(layer_ids), normalize=cfg.featurizer.normalize_layers, stats=stats).to(device)
     spec = check_probe(probe_name, task.needs)
-    probe = build_probe(
-        probe_name, needs=task.needs, in_dim=upstream.feature_dim, num_outputs=task.num_outputs, cfg=cfg.probe_cfg
-    ).to(device)
+    probe = spec.build(upstream.feature_dim, task.num_outputs, cfg.probe_cfg).to(device)
     macs = count_probe_macs(probe, upstream.feature_dim, float(upstream.frame_rate))
 
     def probe_batches(role: str, *, shuffle: bool, epoch: int = 0) -> Iterator[ProbeBatch]:
