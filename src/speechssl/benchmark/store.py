@@ -503,7 +503,8 @@ def result_to_records(result: dict[str, Any], *, source: str = "bench",
         "co2_kg": cost.get("co2_kg"),
         "result_path": str(result_path) if result_path is not None else None,
         "extra": {k: result.get(k) for k in ("layer_weights", "layers_used", "upstream_meta", "history", "hours",
-                                             "device", "dev", "probe_macs_per_second", "probe_kinds", "health")
+                                             "device", "dev", "probe_macs_per_second", "probe_kinds", "health",
+                                             "adaptation")
                   if result.get(k) is not None},
     }
     return run, scores

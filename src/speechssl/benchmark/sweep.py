@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from speechssl.benchmark.store import ResultStore, error_line, result_to_records
 from speechssl.config import config_hash, from_dict, param, to_dict
-from speechssl.downstream.config import BenchConfig, settings_for_task
+from speechssl.downstream.config import BenchConfig, parse_regime, regime_label, settings_for_task
 from speechssl.errors import ConfigError
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -57,6 +57,10 @@ class SweepConfig:
     upstreams: list[str] = param(default_factory=lambda: ["mfcc"], help="upstream specs to compare")
     runs: list[str] = param(default_factory=lambda: ["lid:mean_linear"], help="task:probe pairs run for every upstream")
     seeds: list[int] = param(default_factory=lambda: [0], help="probe training seeds")
+    regimes: list[str] = param(
+        default_factory=lambda: ["frozen"],
+        help="adaptation regimes: frozen, full, partial-bottom|middle|top[K], adapter, lora (settings under adapt.*)",
+    )
     grid: dict[str, list[Any]] = param(
         default_factory=dict, help="extra axes: dotted bench keys -> values, e.g. {featurizer.layer: [null, 2]}"
     )
@@ -67,7 +71,8 @@ class SweepConfig:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def validate(self) -> None:
-        for label, values in (("upstreams", self.upstreams), ("runs", self.runs), ("seeds", self.seeds)):
+        for label, values in (("upstreams", self.upstreams), ("runs", self.runs), ("seeds", self.seeds),
+                              ("regimes", self.regimes)):
             if not values:
                 raise ConfigError(f"{label}: needs at least one entry")
             if len(set(map(str, values))) != len(values):
@@ -76,6 +81,8 @@ class SweepConfig:
             task, colon, probe = run.partition(":")
             if not colon or not task or not probe:
                 raise ConfigError(f"runs: expected task:probe, got {run!r}")
+        for regime in self.regimes:
+            parse_regime(regime)
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"grid.{key}: needs a non-empty list of values")
@@ -97,11 +104,15 @@ def plan_sweep(cfg: SweepConfig, *, name: str = "sweep") -> list[Cell]:
     out = Path(cfg.out or f"runs/sweeps/{name}")
     axes = list(cfg.grid.items())
     cells: list[Cell] = []
-    for upstream, run, seed, *values in itertools.product(cfg.upstreams, cfg.runs, cfg.seeds, *(v for _, v in axes)):
+    for upstream, run, regime, seed, *values in itertools.product(cfg.upstreams, cfg.runs, cfg.regimes, cfg.seeds,
+                                                                  *(v for _, v in axes)):
         task, _, probe = run.partition(":")
         data = to_dict(settings_for_task(cfg.settings, task, cfg.task_settings))
         data.update(upstream=upstream, task=task, probe=probe, seed=seed)
-        extra = []
+        for override in parse_regime(regime):
+            key, _, value = override.partition("=")
+            _set_dotted(data, key, int(value) if value.isdigit() else value)
+        extra = [] if regime == "frozen" else [regime]
         for (key, _), value in zip(axes, values):
             _set_dotted(data, key, value)
             extra.append(f"{key.rsplit('.', 1)[-1]}{value}")
@@ -175,6 +186,7 @@ def run_sweep(cfg: SweepConfig, *, name: str = "sweep", executor: str = "local",
             todo.append(cell)
             store.put_run({"run_id": cell.key, "config_hash": cell.key, "upstream": cell.cfg.upstream,
                            "task": cell.cfg.task, "probe": cell.cfg.probe, "seed": cell.cfg.seed,
+                           "regime": regime_label(cell.cfg),
                            "dataset": Path(cell.cfg.data).name, "status": "pending", "source": "sweep",
                            "result_path": str(cell.run_dir / "result.json")}, replace_scores=False)
     log(f"sweep: {len(cells)} cells, {report.skipped} done, {len(todo)} to run ({executor}, {workers} worker(s))")

@@ -90,6 +90,62 @@ class AstConfig:
 
 
 @dataclass
+class AdaptConfig:
+    """How the upstream is adapted during probe training (docs/adaptation.md)."""
+
+    partial: Literal["bottom", "middle", "top"] = param(
+        "top", help="regime=partial: which block of Transformer layers is trained (ML-SUPERB 2.0's three variants)"
+    )
+    partial_layers: int = param(2, min=1, help="regime=partial: how many Transformer layers are trained")
+    train_cnn: bool = param(False, help="regime=full: train the CNN waveform front end too (frozen by default)")
+    freeze_updates: int = param(
+        0, min=0, help="regimes that train upstream weights: keep them fixed for the first N updates (probe warm-up)"
+    )
+    upstream_lr: float | None = param(
+        None, help="peak learning rate of the upstream's trained weights; null = train.lr / 10 for full and "
+        "partial, train.lr for adapters and LoRA (new, small modules)"
+    )
+    layer_decay: float = param(
+        1.0, gt=0.0, max=1.0, help="layer-wise learning-rate decay: Transformer layer i of L gets "
+        "upstream_lr * decay^(L-i), the front end decay^(L+1) (1 = off)"
+    )
+    adapter_size: int = param(32, min=1, help="regime=adapter: bottleneck width of the Houlsby adapters")
+    lora_rank: int = param(8, min=1, help="regime=lora: rank r")
+    lora_alpha: float = param(16.0, gt=0.0, help="regime=lora: scaling alpha (the update is scaled by alpha/r)")
+    lora_dropout: float = param(0.0, min=0.0, lt=1.0, help="regime=lora: dropout on the LoRA branch input")
+    lora_targets: list[str] = param(
+        default_factory=lambda: ["attention"],
+        help="regime=lora: which projections get LoRA: attention (q, k, v, out) and/or ffn (both dense layers)",
+    )
+    gradient_checkpointing: bool = param(
+        False, help="recompute Transformer layers in the backward pass (less memory, ~30% more time)"
+    )
+    max_tunable_params: int = param(
+        100_000_000, min=1, help="refuse a run whose trained parameters (upstream + probe) exceed this "
+        "before training (ML-SUPERB 2.0's budget: 100 M)"
+    )
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.lora_targets) - {"attention", "ffn"})
+        if unknown or not self.lora_targets:
+            raise ConfigError(f"lora_targets: a non-empty subset of [attention, ffn], got {self.lora_targets}")
+
+
+@dataclass
+class SpecAugmentConfig:
+    """Time and feature masking of the probe's input while training (s3prl's downstream SpecAugment)."""
+
+    time_masks: int = param(0, min=0, help="time masks per utterance (0 = off)")
+    time_width: int = param(10, min=1, help="longest time mask, frames")
+    feature_masks: int = param(0, min=0, help="feature (channel) masks per utterance (0 = off)")
+    feature_width: int = param(8, min=1, help="widest feature mask, dimensions")
+
+    @property
+    def enabled(self) -> bool:
+        return self.time_masks > 0 or self.feature_masks > 0
+
+
+@dataclass
 class CostConfig:
     """Compute and energy accounting of a run (speechssl.downstream.cost)."""
 
@@ -115,12 +171,19 @@ class BenchConfig:
         "lid", help="downstream task (docs/benchmark.md, 'Tasks')"
     )
     probe: str = param("", help="probe family ('' = the task's default)")
+    regime: Literal["frozen", "full", "partial", "adapter", "lora"] = param(
+        "frozen", help="what of the upstream trains with the probe (settings under adapt.*; docs/adaptation.md)"
+    )
     data: str = param("data/synth", help="manifest directory (speechssl corpus synth / prepare)")
     train_split: str = param("train")
     dev_split: str = param("dev")
     test_split: str = param("test")
     train_hours: float | None = param(
         None, help="train on a fixed random subset of about this many hours (null = the whole train split)"
+    )
+    dev_hours: float | None = param(
+        None, help="early-stop on a fixed random subset of about this many hours of dev (null = the whole dev "
+        "split; useful when an adapted upstream recomputes dev features every epoch)"
     )
     seed: int = param(0, min=0)
     device: Literal["auto", "cpu", "cuda"] = param("auto")
@@ -134,6 +197,8 @@ class BenchConfig:
     asr: AsrConfig = field(default_factory=AsrConfig)
     ast: AstConfig = field(default_factory=AstConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
 
     def validate(self) -> None:
         if not self.upstream.strip():
@@ -142,8 +207,33 @@ class BenchConfig:
             raise ConfigError(f"train.max_epochs: must be >= 1 or null, got {self.train.max_epochs}")
         if self.train_hours is not None and not self.train_hours > 0:
             raise ConfigError(f"train_hours: must be > 0 or null, got {self.train_hours}")
+        if self.dev_hours is not None and not self.dev_hours > 0:
+            raise ConfigError(f"dev_hours: must be > 0 or null, got {self.dev_hours}")
         if self.train.lr is not None and not self.train.lr > 0:
             raise ConfigError(f"train.lr: must be > 0 or null, got {self.train.lr}")
+
+
+REGIMES = ("frozen", "full", "partial", "adapter", "lora")
+
+
+def regime_label(cfg: BenchConfig) -> str:
+    """The regime as results and tables show it: ``partial`` carries its block and size
+    (``partial-top2``); the others are their name."""
+    if cfg.regime == "partial":
+        return f"partial-{cfg.adapt.partial}{cfg.adapt.partial_layers}"
+    return cfg.regime
+
+
+def parse_regime(label: str) -> list[str]:
+    """A regime label (``lora``, ``partial-top2``, ``partial-middle``) as dotted bench overrides."""
+    match = re.fullmatch(r"partial-(bottom|middle|top)(\d*)", label)
+    if match:
+        overrides = ["regime=partial", f"adapt.partial={match.group(1)}"]
+        return overrides + ([f"adapt.partial_layers={match.group(2)}"] if match.group(2) else [])
+    if label in REGIMES:
+        return [f"regime={label}"]
+    raise ConfigError(f"unknown regime {label!r}: one of {', '.join(REGIMES[:2])}, partial-bottom|middle|top[K], "
+                      f"{', '.join(REGIMES[3:])}")
 
 
 def settings_for_task(settings: BenchConfig, task: str, task_settings: dict[str, list[str]]) -> BenchConfig:

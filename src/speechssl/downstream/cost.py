@@ -453,3 +453,63 @@ def _describe(hardware) -> str:
         return str(hardware.description())
     except Exception:  # noqa: BLE001
         return type(hardware).__name__
+
+
+# ---------------------------------------------------------------- peak memory
+
+
+class PeakMemory:
+    """Peak memory while a block runs (``with PeakMemory(device) as peak: ...; peak.mb``).
+
+    CUDA: ``torch.cuda.max_memory_allocated`` over the block (tensors only). CPU: the
+    largest resident set size of the process, sampled every 20 ms by a thread from
+    ``/proc/self/statm`` -- the whole process (interpreter, libraries, caches
+    included), so compare CPU figures between runs made in fresh processes. ``kind``
+    says which was measured; ``mb`` is None where neither is available.
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.02) -> None:
+        self.device = torch.device(device)
+        self.interval = interval
+        self.mb: float | None = None
+        self.kind = "cuda_allocated" if self.device.type == "cuda" else "process_rss"
+        self._peak = 0
+        self._stop = None
+        self._thread = None
+
+    @staticmethod
+    def _rss_bytes() -> int | None:
+        import os
+
+        try:
+            with open("/proc/self/statm") as handle:
+                return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._peak = max(self._peak, self._rss_bytes() or 0)
+
+    def __enter__(self) -> "PeakMemory":
+        import threading
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self._rss_bytes() is not None:
+            self._peak = self._rss_bytes() or 0
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, name="peak-memory", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        elif self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, self._rss_bytes() or 0)
+            self.mb = self._peak / 2**20
+        else:
+            self.kind = "unavailable"

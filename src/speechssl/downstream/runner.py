@@ -1,8 +1,10 @@
 """One benchmark run: (upstream, task, probe) trained on train, early-stopped on dev, scored on test.
 
-The upstream is frozen. Its features come either from the on-disk cache (computed once per
-upstream fingerprint and split, then read by every epoch, probe and seed) or, with
-``cache.enabled=false``, from running the upstream on every batch. Before training, the
+In the ``frozen`` regime (the default) the upstream's features come either from the on-disk
+cache (computed once per upstream fingerprint and split, then read by every epoch, probe and
+seed) or, with ``cache.enabled=false``, from running the upstream on every batch. The other
+regimes (:mod:`speechssl.downstream.adaptation`) train part of the upstream with the probe,
+so its features are computed live, with gradients, on every training batch. Before training, the
 representation-health monitors (:mod:`speechssl.upstream.health`) run on a fixed dev subset,
 so that a collapsed upstream is reported in seconds rather than after the probe.
 """
@@ -26,7 +28,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from speechssl.config import config_hash, to_dict
-from speechssl.downstream.cost import EnergyTracker, count_upstream_flops, gpu_hours
+from speechssl.downstream.adaptation import (
+    Adaptation,
+    SpecAugment,
+    apply_regime,
+    check_budget,
+    regime_label,
+    upstream_param_groups,
+)
+from speechssl.downstream.cost import EnergyTracker, PeakMemory, count_upstream_flops, gpu_hours
 from speechssl.data.collate import CutAudioDataset, supervision_info
 from speechssl.data.manifests import load_cuts
 from speechssl.data.sampler import DurationBucketSampler
@@ -79,6 +89,8 @@ class FeatureSource:
     """Batches of upstream layers over one split, from the cache or computed live."""
 
     def __init__(self, cuts: list, *, upstream: nn.Module, layer_ids: list[int], cached, cfg: BenchConfig, device) -> None:
+        if cached is not None and any(p.requires_grad for p in upstream.parameters()):
+            raise ValueError("a cached feature source needs a frozen upstream")
         self.cuts = cuts
         self.upstream = upstream
         self.layer_ids = layer_ids
@@ -101,8 +113,16 @@ class FeatureSource:
             CutAudioDataset(seed=self.cfg.seed), sampler=sampler, batch_size=None, num_workers=workers,
             persistent_workers=False,
         )
+        # An adapted upstream trains: its forward pass keeps the graph whenever gradients
+        # are on (training batches); evaluation runs under no_grad.
+        tuning = any(p.requires_grad for p in self.upstream.parameters())
         for audio in loader:
             audio = audio.to(self.device)
+            if tuning and torch.is_grad_enabled():
+                out = self.upstream(audio.waveforms, audio.lengths)
+                yield LayerBatch(torch.stack([out.layers[i] for i in self.layer_ids]).float(), out.lengths,
+                                 audio.cut_ids, audio.supervisions)
+                continue
             with torch.inference_mode():
                 out = self.upstream(audio.waveforms, audio.lengths)
                 layers = torch.stack([out.layers[i] for i in self.layer_ids]).float()
@@ -116,7 +136,8 @@ class FeatureSource:
 def default_run_dir(cfg: BenchConfig, probe: str) -> Path:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.upstream.replace(":", "-")).strip("_")[-60:]
     layer = "" if cfg.featurizer.layer is None else f"-layer{cfg.featurizer.layer}"
-    return Path("runs/bench") / slug / f"{cfg.task}-{probe}{layer}-seed{cfg.seed}"
+    regime = "" if cfg.regime == "frozen" else f"-{regime_label(cfg)}"
+    return Path("runs/bench") / slug / f"{cfg.task}-{probe}{regime}{layer}-seed{cfg.seed}"
 
 
 def _device(name: str) -> torch.device:
@@ -143,7 +164,7 @@ def _check_probe(cfg: BenchConfig, task: type[Task]) -> str:
 
 def _load_splits(cfg: BenchConfig, select=None) -> tuple[dict[str, list], dict[str, list]]:
     """The train/dev/test cuts a task uses -- each split filtered by ``select`` (the task's
-    choice), then train cut to ``train_hours`` -- and, per split, the cuts whose feature-cache
+    choice), then train and dev cut to ``train_hours`` / ``dev_hours`` -- and, per split, the cuts whose feature-cache
     entry to read them from: the split every other task uses when it holds them all (a
     selected dev or test set), else the selection itself."""
     data_dir = Path(cfg.data)
@@ -153,9 +174,10 @@ def _load_splits(cfg: BenchConfig, select=None) -> tuple[dict[str, list], dict[s
     names = {"train": cfg.train_split, "dev": cfg.dev_split, "test": cfg.test_split}
     whole = {role: list(load_cuts(data_dir, split)) for role, split in names.items()}
     splits = {role: select(cuts) for role, cuts in whole.items()} if select is not None else dict(whole)
-    if cfg.train_hours is not None:
-        whole["train"] = subset_hours(whole["train"], cfg.train_hours)
-        splits["train"] = subset_hours(splits["train"], cfg.train_hours)
+    for role, hours in (("train", cfg.train_hours), ("dev", cfg.dev_hours)):
+        if hours is not None:
+            whole[role] = subset_hours(whole[role], hours)
+            splits[role] = subset_hours(splits[role], hours)
     cached = {}
     for role in ROLES:
         ids = {c.id for c in whole[role]}
@@ -199,7 +221,12 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
     tracker.start()
     sources: dict[str, FeatureSource] = {}
     try:
-        upstream = build_upstream(cfg.upstream).to(device).eval().requires_grad_(False)
+        upstream = build_upstream(cfg.upstream)
+        # The regime decides what of the upstream trains (adapters / LoRA are inserted
+        # here); an over-budget upstream is refused before any feature is computed.
+        adaptation = apply_regime(upstream, cfg)
+        check_budget(adaptation.tunable_params, cfg.adapt, f"regime {adaptation.label}")
+        upstream = upstream.to(device).eval()
         flops = count_upstream_flops(upstream, cfg.cost.flops_seconds)
         task = task_cls(cfg, Path(cfg.data))
         # The task may use part of a split (speech translation: its source languages); it is
@@ -213,10 +240,12 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
         run_dir.mkdir(parents=True, exist_ok=True)
 
         cache_seconds = 0.0
-        cache_info: dict[str, Any] = {"enabled": cfg.cache.enabled}
+        # Features of an upstream that trains change every update: nothing to cache.
+        use_cache = cfg.cache.enabled and cfg.regime == "frozen"
+        cache_info: dict[str, Any] = {"enabled": use_cache}
         for role in ROLES:
             cached = None
-            if cfg.cache.enabled:
+            if use_cache:
                 t0 = time.perf_counter()
                 cached, info = _open_cache(cfg, upstream, cache_cuts[role], layer_ids, device, progress)
                 cache_seconds += time.perf_counter() - t0
@@ -225,7 +254,8 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
         cache_info["seconds"] = round(cache_seconds, 2)
         health = _dev_health(cfg, upstream, layer_ids, sources["dev"], device)
         return _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits, run_dir, device,
-                                cache_info, started, key, progress, cost=(tracker, flops), health=health)
+                                cache_info, started, key, progress, cost=(tracker, flops), health=health,
+                                adaptation=adaptation)
     finally:
         tracker.stop()  # a no-op after a finished run; ends the measurement of a failed one
         for source in sources.values():
@@ -270,6 +300,8 @@ class Fit:
 
 
 def _lr_schedule(optimizer, cfg: BenchConfig, total_updates: int):
+    """Linear warmup then cosine decay for every group; the upstream's groups stay at 0
+    for the first ``adapt.freeze_updates`` updates."""
     warmup = min(cfg.train.warmup_updates, max(total_updates // 10, 1))
 
     def lr_factor(update: int) -> float:
@@ -278,14 +310,27 @@ def _lr_schedule(optimizer, cfg: BenchConfig, total_updates: int):
         progress_ = (update - warmup) / max(total_updates - warmup, 1)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress_, 1.0)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    def upstream_factor(update: int) -> float:
+        return 0.0 if update < cfg.adapt.freeze_updates else lr_factor(update)
+
+    factors = [upstream_factor if group.get("upstream") else lr_factor for group in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
 
-def _fit(cfg: BenchConfig, task, featurizer: Featurizer, probe: nn.Module, batches, evaluate, splits, run_dir: Path,
-         progress: bool) -> Fit:
+def _trained_state(upstream: nn.Module) -> dict[str, Tensor]:
+    """Copies of the upstream's trained parameters (all that an adapted regime changes)."""
+    return {n: p.detach().clone() for n, p in upstream.named_parameters() if p.requires_grad}
+
+
+def _fit(cfg: BenchConfig, task, featurizer: Featurizer, probe: nn.Module, upstream: nn.Module, batches, evaluate,
+         splits, run_dir: Path, progress: bool) -> Fit:
     """Train on train, evaluate on dev after every epoch, keep the best dev state."""
-    trainable = [p for p in list(featurizer.parameters()) + list(probe.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr or task.default_lr, weight_decay=cfg.train.weight_decay)
+    lr = cfg.train.lr or task.default_lr
+    own = [p for p in list(featurizer.parameters()) + list(probe.parameters()) if p.requires_grad]
+    groups = [{"params": own, "lr": lr}] + upstream_param_groups(upstream, cfg, lr)
+    trainable = [p for group in groups for p in group["params"]]
+    tuning = len(groups) > 1
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.train.weight_decay)
     max_epochs = cfg.train.max_epochs or task.default_epochs
     batches_per_epoch = len(DurationBucketSampler(splits["train"], batch_seconds=cfg.train.batch_seconds, seed=cfg.seed))
     scheduler = _lr_schedule(optimizer, cfg, max_epochs * batches_per_epoch)
@@ -299,6 +344,7 @@ def _fit(cfg: BenchConfig, task, featurizer: Featurizer, probe: nn.Module, batch
     for epoch in range(max_epochs):
         featurizer.train()
         probe.train()
+        upstream.train(tuning)
         t0 = time.perf_counter()
         losses = []
         iterator = batches("train", shuffle=True, epoch=epoch)
@@ -328,7 +374,8 @@ def _fit(cfg: BenchConfig, task, featurizer: Featurizer, probe: nn.Module, batch
         improved = task.is_better(value, best_value)
         if improved:
             best_value, best_epoch, stale = value, epoch + 1, 0
-            best_state = {"probe": copy.deepcopy(probe.state_dict()), "featurizer": copy.deepcopy(featurizer.state_dict())}
+            best_state = {"probe": copy.deepcopy(probe.state_dict()), "featurizer": copy.deepcopy(featurizer.state_dict()),
+                          "upstream": _trained_state(upstream)}
         else:
             stale += 1
         record = {
@@ -353,11 +400,13 @@ def _fit(cfg: BenchConfig, task, featurizer: Featurizer, probe: nn.Module, batch
     assert best_state is not None and best_value is not None
     probe.load_state_dict(best_state["probe"])
     featurizer.load_state_dict(best_state["featurizer"])
+    upstream.load_state_dict(best_state["upstream"], strict=False)
+    upstream.eval()
     return Fit(best_value, best_epoch, history, updates, skipped, train_seconds)
 
 
 def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits, run_dir, device, cache_info,
-                     started, key, progress, cost, health) -> dict[str, Any]:
+                     started, key, progress, cost, health, adaptation: Adaptation) -> dict[str, Any]:
     from speechssl.downstream.cost import count_probe_macs
 
     torch.manual_seed(cfg.seed)
@@ -366,26 +415,40 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
     spec = check_probe(probe_name, task.needs)
     probe = spec.build(upstream.feature_dim, task.num_outputs, cfg.probe_cfg).to(device)
     macs = count_probe_macs(probe, upstream.feature_dim, float(upstream.frame_rate))
+    probe_params = sum(p.numel() for p in probe.parameters()) + sum(p.numel() for p in featurizer.parameters())
+    tunable = adaptation.tunable_params + (probe_params if spec.trainable else 0)
+    check_budget(tunable, cfg.adapt, f"regime {adaptation.label} with probe {probe_name}")
+    augment = SpecAugment(cfg.specaugment)
 
     def probe_batches(role: str, *, shuffle: bool, epoch: int = 0) -> Iterator[ProbeBatch]:
         for batch in sources[role].batches(shuffle=shuffle, epoch=epoch):
-            yield ProbeBatch(featurizer(batch.layers), batch.lengths, batch.cut_ids, batch.supervisions)
+            features = featurizer(batch.layers)
+            if featurizer.training:
+                features = augment(features, batch.lengths)
+            yield ProbeBatch(features, batch.lengths, batch.cut_ids, batch.supervisions)
 
     def evaluate(role: str, final: bool) -> dict[str, Any]:
         featurizer.eval()
         probe.eval()
+        upstream.eval()
         with torch.no_grad():
             return task.evaluate(probe, probe_batches(role, shuffle=False), final=final)
 
-    if spec.trainable:
-        fit = _fit(cfg, task, featurizer, probe, probe_batches, evaluate, splits, run_dir, progress)
-    else:
-        # A training-free probe (cosine scoring): equal layer weights, dev scored once.
-        featurizer.requires_grad_(False)
-        fit = Fit(float(evaluate("dev", final=False)[task.primary_metric]), 0, [], 0, 0, 0.0)
+    with PeakMemory(device) as peak:
+        if spec.trainable:
+            fit = _fit(cfg, task, featurizer, probe, upstream, probe_batches, evaluate, splits, run_dir, progress)
+        elif cfg.regime != "frozen":
+            raise ConfigError(f"probe {probe_name} trains nothing, so regime {cfg.regime} cannot adapt the upstream; "
+                              "use regime=frozen")
+        else:
+            # A training-free probe (cosine scoring): equal layer weights, dev scored once.
+            featurizer.requires_grad_(False)
+            fit = Fit(float(evaluate("dev", final=False)[task.primary_metric]), 0, [], 0, 0, 0.0)
     torch.save(
         {"format": RESULT_FORMAT, "config": to_dict(cfg), "probe": probe.state_dict(),
-         "featurizer": featurizer.state_dict(), "labels": task.label_state()},
+         "featurizer": featurizer.state_dict(), "labels": task.label_state(),
+         # The adapted upstream's trained weights only (adapters, LoRA, unfrozen layers).
+         "upstream_trained": _trained_state(upstream)},
         run_dir / "best.pt",
     )
     t0 = time.perf_counter()
@@ -400,6 +463,7 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
         "upstream": cfg.upstream,
         "task": cfg.task,
         "probe": probe_name,
+        "regime": adaptation.label,
         "seed": cfg.seed,
         "config_hash": key,
         "metrics": test,
@@ -410,7 +474,14 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
         "layers_used": layer_ids,
         "health": health,
         "upstream_meta": upstream.metadata(),
-        "probe_params": sum(p.numel() for p in probe.parameters()) + sum(p.numel() for p in featurizer.parameters()),
+        "probe_params": probe_params,
+        "adaptation": {
+            **adaptation.summary(),
+            "tunable_params": tunable,
+            "step_seconds": round(fit.seconds / fit.updates, 4) if fit.updates else None,
+            "peak_memory_mb": None if peak.mb is None else round(peak.mb, 1),
+            "peak_memory_kind": peak.kind,
+        },
         "probe_macs_per_second": macs,
         "probe_kinds": {"input": spec.input_kind, "output": spec.output_kind, "trainable": spec.trainable},
         "updates": fit.updates,

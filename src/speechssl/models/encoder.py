@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
+from torch.utils.checkpoint import checkpoint
 
 from speechssl.config import check
 from speechssl.models.config import EncoderConfig
@@ -165,6 +166,9 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.pre_ln = cfg.style == "pre_ln"
         self.layerdrop = cfg.layerdrop
+        # Recompute each layer in the backward pass instead of keeping its activations
+        # (fine-tuning regimes; speechssl.downstream.adaptation).
+        self.gradient_checkpointing = False
         self.pos_conv_embed = PositionalConvEmbedding(
             cfg.hidden, cfg.pos_conv_kernel, cfg.pos_conv_groups, cfg.dropout
         )
@@ -204,7 +208,9 @@ class TransformerEncoder(nn.Module):
         states = [x]
         for layer in self.layers:
             skip = self.training and self.layerdrop > 0 and torch.rand(()).item() < self.layerdrop
-            if not skip:
+            if not skip and self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, attend, use_reentrant=False)
+            elif not skip:
                 x = layer(x, attend)
             states.append(x)
         if self.pre_ln:
