@@ -199,8 +199,11 @@ def test_gradient_checkpointing_gives_the_same_gradients(upstream_specs):
 
 def test_layer_wise_lr_decay_groups(upstream_specs):
     upstream, _ = _adapted(upstream_specs["ckpt"], "regime=full")
-    assert layer_index("encoder.encoder.layers.2.attention.q_proj.weight", 3) == 3
-    assert layer_index("encoder.feature_projection.projection.weight", 3) == 0
+    assert layer_index("encoder.encoder.layers.2.attention.q_proj.weight", 3, pre_ln=False) == 3
+    assert layer_index("encoder.feature_projection.projection.weight", 3, pre_ln=False) == 0
+    # encoder.layer_norm is the input norm of a post-LN encoder, the final norm of a pre-LN one.
+    assert layer_index("encoder.encoder.layer_norm.weight", 3, pre_ln=False) == 0
+    assert layer_index("model.encoder.layer_norm.weight", 3, pre_ln=True) == 3
     cfg = _cfg("regime=full", "adapt.layer_decay=0.5", "adapt.upstream_lr=1e-3")
     groups = upstream_param_groups(upstream, cfg, probe_lr=1e-2)
     lrs = sorted(g["lr"] for g in groups)
@@ -318,8 +321,10 @@ def test_runs_record_regime_cost_and_train_only_what_the_regime_allows(upstream_
     assert info["upstream_tunable_params"] == 3 * 4 * 2 * (2 * 32)  # 3 layers x q,k,v,out x (A + B) of 2x32
     assert info["tunable_params"] == info["upstream_tunable_params"] + lora["probe_params"]
     assert info["step_seconds"] > 0 and info["peak_memory_mb"] > 0
-    saved = torch.load(tmp_path / "lora" / "best.pt", weights_only=True)
-    assert set(saved["upstream_trained"]) == set(trained)
+    from safetensors.torch import load_file
+
+    assert set(load_file(tmp_path / "lora" / "adapted_upstream.safetensors")) == set(trained)
+    assert not (tmp_path / "frozen" / "adapted_upstream.safetensors").exists()
     store = ResultStore(tmp_path / "r.db")
     store.add_result(lora)
     (row,) = store.runs()
@@ -348,3 +353,63 @@ def test_a_killed_fine_tuning_run_restarts_cleanly_without_a_duplicate(upstream_
     runs = ResultStore(store).runs()
     assert len(runs) == 1 and runs[0]["regime"] == "partial-top1"
     assert json.loads((out / "result.json").read_text())["dev"]["epochs_run"] == 6
+
+
+# ---------------------------------------------------------------- tuned upstreams and exports
+
+
+@pytest.fixture(scope="module")
+def tuned_runs(upstream_specs, tiny_corpus, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tuned")
+    torch.set_num_threads(1)
+    return {regime: _bench(upstream_specs["ckpt" if regime != "partial" else "hf"], tiny_corpus, root / regime,
+                           f"regime={regime}", "adapt.lora_rank=2", "adapt.adapter_size=4", "train.lr=0.05")
+            for regime in ("lora", "adapter", "partial")} | {"root": root}
+
+
+def _layers(upstream, waves, lengths):
+    with torch.no_grad():
+        return upstream(waves, lengths).layers
+
+
+@pytest.mark.parametrize("regime", ["lora", "adapter", "partial"])
+def test_tuned_upstream_rebuilds_the_adapted_encoder(regime, tuned_runs, upstream_specs):
+    run_dir = tuned_runs["root"] / regime
+    tuned = build_upstream(f"tuned:{run_dir}")
+    assert not any(p.requires_grad for p in tuned.parameters())
+    base = build_upstream(tuned.run_cfg.upstream)
+    waves, lengths = noise_batch()
+    got, before = _layers(tuned, waves, lengths), _layers(base, waves, lengths)
+    assert not torch.allclose(got[-1], before[-1], atol=1e-6)  # training moved the adapted weights
+    assert tuned.fingerprint() != base.fingerprint() and tuned.num_layers == base.num_layers
+
+
+@pytest.mark.parametrize("regime", ["lora", "partial"])
+def test_merged_export_is_a_transformers_model_with_the_same_features(regime, tuned_runs, tmp_path, no_network):
+    from speechssl.upstream.tuned import export_tuned
+
+    run_dir = tuned_runs["root"] / regime
+    out = export_tuned(run_dir, tmp_path / "merged", merge=True)
+    merged = build_upstream(f"hf:{out}")
+    tuned = build_upstream(f"tuned:{run_dir}")
+    waves, lengths = noise_batch()
+    for a, b in zip(_layers(tuned, waves, lengths), _layers(merged, waves, lengths)):
+        assert torch.allclose(a, b, atol=1e-4)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+
+
+def test_unmerged_export_and_refusals(tuned_runs, tmp_path):
+    from speechssl.upstream.tuned import ADAPTED_FILE, export_tuned
+
+    out = export_tuned(tuned_runs["root"] / "lora", tmp_path / "lora-only")
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["regime"] == "lora" and config["adapt"]["lora_rank"] == 2 and (out / ADAPTED_FILE).is_file()
+    assert (out / ADAPTED_FILE).stat().st_size < 100_000  # the adaptation only, not the model
+    with pytest.raises(ConfigError, match="cannot be merged"):
+        export_tuned(tuned_runs["root"] / "adapter", tmp_path / "x", merge=True)
+    with pytest.raises(ConfigError, match="only runs with regime other than frozen"):
+        build_upstream(f"tuned:{tmp_path}")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / ADAPTED_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(ConfigError, match="cannot read"):
+        build_upstream(f"tuned:{tmp_path / 'bad'}")

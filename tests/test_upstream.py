@@ -109,7 +109,8 @@ def ckpt_file(tmp_path_factory):
 
 
 def test_known_upstreams_lists_every_spec_form():
-    assert known_upstreams() == ["mfcc", "fbank", "ge2e", "hf:<dir>", "ckpt:<path>", "fuse:<mode>:<spec>+<spec>"]
+    assert known_upstreams() == ["mfcc", "fbank", "ge2e", "hf:<dir>", "ckpt:<path>", "tuned:<bench run dir>",
+                                  "fuse:<mode>:<spec>+<spec>"]
 
 
 def test_unknown_name_lists_the_known_ones_with_a_suggestion():

@@ -113,6 +113,14 @@ def _cmd_export_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_tuned(args: argparse.Namespace) -> int:
+    from speechssl.upstream.tuned import export_tuned
+
+    out = export_tuned(args.run_dir, args.out, merge=args.merge, overwrite=args.overwrite)
+    print(f"wrote {out}" + (f" (load with hf:{out})" if args.merge else ""))
+    return 0
+
+
 def _cmd_targets(args: argparse.Namespace) -> int:
     import time
 
@@ -182,6 +190,12 @@ def _cmd_results(args: argparse.Namespace) -> int:
         elif args.results_verb == "export":
             n = store.export_file(args.file, **_filters(args))
             print(f"wrote {n} score row(s) to {args.file}")
+        elif args.results_verb == "regimes":
+            from speechssl.benchmark.regimes import format_regime_table, regime_rows
+
+            filters = _filters(args)
+            rows = regime_rows(store.runs(**filters, status="finished"), store.scores(**filters))
+            print(format_regime_table(rows) if rows else "no finished runs match")
         else:
             runs = store.runs(**_filters(args, status=args.status))
             print(_runs_table(runs, store))
@@ -442,6 +456,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     export.set_defaults(handler=_cmd_export_hf)
 
+    tuned = verbs.add_parser(
+        "export-tuned", help="write a fine-tuning run's adapted upstream: its adapted weights, or merged (--merge)",
+        description="A bench run with regime full, partial, adapter or lora saves the upstream weights it trained "
+                    "(RUN_DIR/adapted_upstream.safetensors). Without --merge, copy them with an "
+                    "adapter_config.json (base upstream + regime) to --out; with --merge, write a full transformers "
+                    "model directory (LoRA folded into the base weights; hf:<out> loads it). Adapter runs cannot be "
+                    "merged; use them as the upstream tuned:RUN_DIR.")
+    _add_common(tuned)
+    tuned.add_argument("run_dir", type=Path, help="the bench run directory (holds adapted_upstream.safetensors)")
+    tuned.add_argument("--out", type=Path, required=True, help="output directory")
+    tuned.add_argument("--merge", action="store_true", help="write a full model with the adaptation merged in")
+    tuned.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    tuned.set_defaults(handler=_cmd_export_tuned)
+
     targets = verbs.add_parser(
         "targets", help="HuBERT pretraining targets: k-means labels of an upstream's frames, per encoder frame",
         description="Cluster one layer of an upstream (mfcc for HuBERT iteration 1, ckpt:<run> or hf:<dir> "
@@ -518,7 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(r_matrix)
     r_list = results_verbs.add_parser("list", help="list runs with status and primary score")
     r_list.add_argument("--status", choices=["pending", "running", "finished", "failed"], default=None)
-    for sub in (r_import, r_export, r_list):
+    r_regimes = results_verbs.add_parser(
+        "regimes", help="score, tunable parameters, step time and peak memory of every run per adaptation regime")
+    for sub in (r_import, r_export, r_list, r_regimes):
         _add_common(sub)
         _add_store(sub)
         if sub is not r_import:

@@ -27,6 +27,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Like :func:`write_text_atomic` for bytes, fsynced before the rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write_file_synced(tmp, data)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def write_file_synced(path: Path, data: bytes) -> None:
     """Write ``data`` and fsync it: for files inside a temp directory that is renamed into place."""
     with open(path, "wb") as handle:

@@ -13,11 +13,12 @@ call, as ``speechssl report`` does):
   (``\\input`` it; needs ``\\usepackage{booktabs}``).
 
 Sections: overview, leaderboard per task, normalised overall score, rank robustness between
-probe families, consensus across probe families, multilingual aggregates, layer weights,
-pretraining curves, cost per upstream, failed runs. A section without data says why instead
-of disappearing, except two that only exist when they apply: pretraining (when run
-directories are given) and consensus (when some task has two probes over two common
-upstreams; the robustness section already says why probes cannot be compared). Only the
+probe families, consensus across probe families, adaptation regimes, multilingual aggregates,
+layer weights, pretraining curves, cost per upstream, failed runs. A section without data says
+why instead of disappearing, except three that only exist when they apply: pretraining (when
+run directories are given), consensus (when some task has two probes over two common
+upstreams; the robustness section already says why probes cannot be compared) and adaptation
+regimes (when some run adapted its upstream, i.e. has a regime other than frozen). Only the
 test split of finished runs is reported. The same inputs give byte-identical files; the one
 exception is the "generated at" line, which ``timestamp=False`` leaves out.
 
@@ -38,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from speechssl.benchmark import plots, stats
-from speechssl.benchmark.tables import latex_table, markdown_table
+from speechssl.benchmark import plots, regimes, stats
+from speechssl.benchmark.tables import latex_escape, latex_table, markdown_table
 from speechssl.errors import ConfigError
 from speechssl.fsutil import write_text_atomic
 
@@ -239,16 +240,19 @@ def build_report(
     if not rows and not runs and not pretrain_dirs:
         return report
     overall = [r for r in rows if not r.get("language")]
+    current = [r for r in runs if r.get("run_id") not in superseded]
     primary = _primary_metrics(overall, runs)
-    leaderboard, _ = _leaderboard_section(overall, primary)
+    leaderboard, entries = _leaderboard_section(overall, primary)
     report.sections.append(leaderboard)
     report.sections.append(_normalised_section(overall, baseline, primary))
     report.sections.append(_robustness_section(overall, primary))
     consensus = _consensus_section(overall, primary)
     if consensus is not None:
         report.sections.append(consensus)
+    if regimes.has_adapted([*runs, *rows]):
+        report.sections.append(_regimes_section(current, overall, primary, entries))
     report.sections.append(_multilingual_section(rows))
-    report.sections.append(_layer_section([r for r in runs if r.get("run_id") not in superseded]))
+    report.sections.append(_layer_section(current))
     if pretrain_dirs:
         report.sections.append(_pretrain_section(pretrain_dirs))
     report.sections.append(_cost_section(runs))
@@ -551,6 +555,62 @@ def _why_no_robustness(rows: list[dict], skipped: list[dict]) -> str:
                        f"{s['n']} upstream{'s' if s['n'] != 1 else ''}")
     return ("Absent: rank robustness needs two probes that score at least three common upstreams on a task; "
             + "; ".join(reasons) + ".")
+
+
+def _regimes_section(runs: list[dict], rows: list[dict], primary: dict[str, str],
+                     entries: list[dict]) -> Section:
+    """Frozen vs adapted upstreams per task: a table of every run and a bar plot of seed means.
+
+    ``entries`` are the leaderboard's seed means, so the plot shows the leaderboard's numbers.
+    """
+    section = Section("Adaptation regimes", "regimes")
+    table_rows = regimes.regime_rows(runs, rows, metrics=primary)
+    adapted = sorted({r["task"] for r in table_rows if r["regime"] != "frozen"})
+    if not adapted:
+        return section.add("Absent: no run that adapts its upstream (a regime other than frozen) has finished.")
+    section.add(
+        "What adapting the upstream buys over freezing it, and what it costs: one row per run on the task's primary "
+        "test metric. Regimes: frozen (only the probe trains), full (every upstream weight), partial-bottom/"
+        "middle/topK (K Transformer layers), adapter (bottleneck adapters), lora (low-rank updates). "
+        "Δ vs frozen: the score minus the mean frozen score of the same upstream, task and probe (ref: a frozen "
+        "run itself). Tunable params: what the run trained, probe included. Step s: mean seconds per update. "
+        "Peak MB: peak memory while training (CUDA allocated on a GPU, process RSS on a CPU). "
+        f"{DASH}: not recorded (frozen runs stored before regimes were measured, imported results)."
+    )
+    frozen_only = sorted({r["task"] for r in table_rows} - set(adapted))
+    if frozen_only:
+        section.add(f"Tasks with frozen runs only are left out (see the leaderboard): {_names(frozen_only)}.")
+    for task in adapted:
+        group = [r for r in table_rows if r["task"] == task]
+        headers, cells, align = regimes.regime_table(group)
+        metric = primary.get(task) or group[0]["metric"]
+        section.add(Table(headers, cells, caption=f"Adaptation regimes: {task} ({metric}).",
+                          label=f"tab:regimes-{_slug(task)}", align=align))
+        bars = _regime_bar_entries([e for e in entries if e["task"] == task and e["metric"] == metric])
+        higher = next((r["higher_is_better"] for r in group if r["metric"] == metric), None)
+        section.add(Figure(
+            name=_slug("regimes", task, metric),
+            caption=f"{task}: {metric} per adaptation regime and upstream, frozen vs adapted "
+                    "(mean ± std over seeds).",
+            png=plots.regime_bars(bars, title=f"{task}: {metric}, frozen vs adapted", metric=metric,
+                                  higher_is_better=higher),
+        ))
+    return section
+
+
+def _regime_bar_entries(entries: list[dict]) -> list[dict]:
+    """Leaderboard entries of one task as regime_bars input, regimes in table order.
+
+    A bar is one upstream; where the task has several probes or datasets, one upstream with
+    each of them (their scores are not the same measurement).
+    """
+    probes = len({e["probe"] for e in entries}) > 1
+    datasets = len({e["dataset"] for e in entries}) > 1
+    out = []
+    for e in sorted(entries, key=lambda e: regimes.regime_sort_key(e["regime"])):
+        series = [e["upstream"]] + ([e["probe"]] if probes else []) + ([e["dataset"]] if datasets else [])
+        out.append({"upstream": " · ".join(series), "regime": e["regime"], "mean": e["mean"], "std": e["std"]})
+    return out
 
 
 def _multilingual_section(rows: list[dict]) -> Section:
@@ -871,6 +931,11 @@ def _render_html(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
+def _tex(text: str) -> str:
+    """:func:`latex_escape`, plus the Δ of "Δ vs frozen" (pdflatex has no Greek text glyphs)."""
+    return latex_escape(text).replace("Δ", r"$\Delta$")
+
+
 def _render_latex(report: Report) -> str:
     title = " ".join(report.title.split())  # a newline would end the comment
     out = [f"% {title}: tables (\\input this file; needs \\usepackage{{booktabs}})"]
@@ -884,8 +949,8 @@ def _render_latex(report: Report) -> str:
             continue
         out += [f"% ---- {section.title}", ""]
         for table in section_tables:
-            out += [latex_table(table.headers, table.rows, caption=table.caption, label=table.label,
-                                align=table.align), ""]
+            out += [latex_table([_tex(h) for h in table.headers], [[_tex(c) for c in row] for row in table.rows],
+                                caption=_tex(table.caption), label=table.label, align=table.align, escape=False), ""]
             tables += 1
     if not tables:
         out += ["% no tables: the report has no results", ""]

@@ -251,30 +251,39 @@ def check_budget(tunable: int, cfg: AdaptConfig, where: str) -> None:
 # ---------------------------------------------------------------- optimisation
 
 
-def layer_index(name: str, num_layers: int) -> int:
-    """Depth of an upstream parameter for layer-wise LR decay: 0 for everything below the
-    Transformer (CNN, projection, positional conv), i + 1 for layer i, num_layers for what
-    follows the last layer (a final LayerNorm)."""
+def layer_index(name: str, num_layers: int, *, pre_ln: bool) -> int:
+    """Depth of an upstream parameter for layer-wise LR decay: i + 1 for Transformer layer i,
+    0 for everything below the Transformer (CNN, projection, positional convolution, and the
+    input LayerNorm of a post-LN encoder), num_layers for the final LayerNorm of a pre-LN one."""
     match = re.search(r"encoder\.layers\.(\d+)\.", name)
     if match:
         return int(match.group(1)) + 1
-    if re.search(r"(^|\.)encoder\.layer_norm\.", name):
+    if pre_ln and re.search(r"(^|\.)encoder\.layer_norm\.", name):
         return num_layers
     return 0
 
 
+def _is_pre_ln(model: nn.Module) -> bool:
+    """Whether ``encoder.layer_norm`` follows the last layer (pre-LN) or precedes the first."""
+    flag = getattr(model.encoder, "pre_ln", None)  # our encoders
+    if flag is None:
+        flag = getattr(getattr(model, "config", None), "do_stable_layer_norm", False)  # transformers
+    return bool(flag)
+
+
 def upstream_param_groups(upstream: nn.Module, cfg: BenchConfig, probe_lr: float) -> list[dict[str, Any]]:
     """AdamW parameter groups of the upstream's trained weights, one per depth when
-    ``adapt.layer_decay`` < 1 (each with its ``lr``)."""
+    ``adapt.layer_decay`` < 1: depth d of L layers gets ``upstream_lr * decay^(L-d)``."""
     named = [(n, p) for n, p in upstream.named_parameters() if p.requires_grad]
     if not named:
         return []
     default = probe_lr / 10 if cfg.regime in ("full", "partial") else probe_lr
     base_lr = cfg.adapt.upstream_lr or default
-    num_layers = len(transformer_layers(upstream))
+    model = backbone(upstream)
+    num_layers, pre_ln = len(model.encoder.layers), _is_pre_ln(model)
     by_depth: dict[int, list[Tensor]] = {}
     for name, param in named:
-        depth = layer_index(name, num_layers) if cfg.adapt.layer_decay < 1.0 else num_layers
+        depth = layer_index(name, num_layers, pre_ln=pre_ln) if cfg.adapt.layer_decay < 1.0 else num_layers
         by_depth.setdefault(depth, []).append(param)
     return [{"params": params, "lr": base_lr * cfg.adapt.layer_decay ** (num_layers - depth), "upstream": True}
             for depth, params in sorted(by_depth.items())]

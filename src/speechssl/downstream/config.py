@@ -106,8 +106,8 @@ class AdaptConfig:
         "partial, train.lr for adapters and LoRA (new, small modules)"
     )
     layer_decay: float = param(
-        1.0, gt=0.0, max=1.0, help="layer-wise learning-rate decay: Transformer layer i of L gets "
-        "upstream_lr * decay^(L-i), the front end decay^(L+1) (1 = off)"
+        1.0, gt=0.0, max=1.0, help="layer-wise learning-rate decay: Transformer layer i (1-based) of L gets "
+        "upstream_lr * decay^(L-i), everything below the layers decay^L (1 = off)"
     )
     adapter_size: int = param(32, min=1, help="regime=adapter: bottleneck width of the Houlsby adapters")
     lora_rank: int = param(8, min=1, help="regime=lora: rank r")

@@ -446,11 +446,14 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
             fit = Fit(float(evaluate("dev", final=False)[task.primary_metric]), 0, [], 0, 0, 0.0)
     torch.save(
         {"format": RESULT_FORMAT, "config": to_dict(cfg), "probe": probe.state_dict(),
-         "featurizer": featurizer.state_dict(), "labels": task.label_state(),
-         # The adapted upstream's trained weights only (adapters, LoRA, unfrozen layers).
-         "upstream_trained": _trained_state(upstream)},
+         "featurizer": featurizer.state_dict(), "labels": task.label_state()},
         run_dir / "best.pt",
     )
+    if cfg.regime != "frozen":
+        from speechssl.upstream.tuned import ADAPTED_FILE, save_adapted
+
+        # Only what the regime trained; `tuned:<run dir>` rebuilds the adapted upstream.
+        save_adapted(upstream, cfg, run_dir / ADAPTED_FILE, base_fingerprint=upstream.fingerprint())
     t0 = time.perf_counter()
     test = evaluate("test", final=True)
     test_seconds = time.perf_counter() - t0

@@ -1,7 +1,8 @@
 """Upstreams by name: ``build_upstream("mfcc")``, ``build_upstream("hf:/models/wavlm")``, ...
 
 A spec is either a bare name (``mfcc``, ``fbank``, ``ge2e``) or ``prefix:argument``
-(``hf:<local dir>``, ``ckpt:<checkpoint or run dir>``, ``fuse:<mode>:<spec>+<spec>`` for
+(``hf:<local dir>``, ``ckpt:<checkpoint or run dir>``, ``tuned:<bench run dir>`` for an
+upstream as a fine-tuning run adapted it (:mod:`speechssl.upstream.tuned`), ``fuse:<mode>:<spec>+<spec>`` for
 upstreams of different frame rates fused into one, see :mod:`speechssl.upstream.fusion`).
 The registry stores the built-in builders as ``"module:function"`` strings and imports a
 module only when its upstream is requested, so that ``import speechssl.upstream`` (and
@@ -87,6 +88,7 @@ _REGISTRY["fbank"] = _Entry("fbank", None, "speechssl.upstream.baseline:build_fb
 _REGISTRY["ge2e"] = _Entry("ge2e", None, "speechssl.upstream.ge2e:build_ge2e")
 _REGISTRY["hf"] = _Entry("hf", "<dir>", "speechssl.upstream.hf:build_hf")
 _REGISTRY["ckpt"] = _Entry("ckpt", "<path>", "speechssl.upstream.native:build_native")
+_REGISTRY["tuned"] = _Entry("tuned", "<bench run dir>", "speechssl.upstream.tuned:build_tuned")
 _REGISTRY["fuse"] = _Entry("fuse", "<mode>:<spec>+<spec>", "speechssl.upstream.fusion:build_fusion")
 
 
