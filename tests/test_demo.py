@@ -39,11 +39,16 @@ def test_demo_runs_then_reuses(tmp_path, capsys):
     assert 0.0 < quality["dev"]["all_frames"]["pnmi"] <= 1.0
     result = json.loads((tmp_path / "run" / "bench" / "pretrained" / "lid-mean_linear" / "result.json").read_text())
     assert result["upstream"].startswith("ckpt:") and len(result["layer_weights"]) == 2
+    # The adapted run: LoRA on the pretrained encoder, recorded with its regime and costs.
+    lora = json.loads((tmp_path / "run" / "bench" / "pretrained" / "lid-mean_linear-lora" / "result.json").read_text())
+    assert lora["regime"] == "lora" and lora["adaptation"]["upstream_tunable_params"] > 0
+    assert "| pretrained (lora) |" in table
 
     # The report stage: everything the demo ran, from the demo's own result store.
     html = (tmp_path / "run" / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3  # leaderboard bars, layer weights, loss curve
     assert "pretrained" in html and "mfcc" in html and "http://" not in html and "https://" not in html
+    assert "Adaptation regimes" in html
     assert (tmp_path / "run" / "report" / "tables.tex").is_file()
 
     assert main(argv) == 0

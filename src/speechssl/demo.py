@@ -13,7 +13,7 @@ from pathlib import Path
 
 from speechssl.config import config_hash, param, save_config
 from speechssl.data.synth import SynthConfig
-from speechssl.downstream.config import BenchConfig, settings_for_task
+from speechssl.downstream.config import BenchConfig, parse_regime, settings_for_task, with_overrides
 from speechssl.models.objectives import OBJECTIVES
 from speechssl.pretrain.config import PretrainConfig, wavlablm_tiny_recipe
 
@@ -83,6 +83,16 @@ class DemoBenchConfig:
         # slowest run (RESULTS.md, issue 13); the sweep runs it.
         default_factory=lambda: {"ast:cnn_ctcattn": ["pretrained"]},
         help="task:probe -> the upstreams it runs for, overriding upstreams / sequence_upstreams",
+    )
+    adapted_runs: dict[str, list[str]] = param(
+        default_factory=lambda: {"lid:mean_linear": ["lora"]},
+        help="task:probe -> adaptation regimes run for the pretrained encoder (docs/adaptation.md)",
+    )
+    adapted_settings: list[str] = param(
+        # An adapted upstream recomputes its features on every batch (no cache): a smaller
+        # train subset and early stopping on a dev subset keep the run near a minute.
+        default_factory=lambda: ["train_hours=0.15", "dev_hours=0.05"],
+        help="dotted overrides of `settings` for the adapted runs",
     )
     settings: BenchConfig = field(default_factory=_demo_bench)
     task_settings: dict[str, list[str]] = param(
@@ -236,7 +246,8 @@ def _stage_bench(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
     from speechssl.downstream.runner import format_result, run_bench
     from speechssl.errors import ConfigError
 
-    _banner(f"5/{STAGES} benchmark: the pretrained encoder against baselines (frozen, cached features)")
+    _banner(f"5/{STAGES} benchmark: the pretrained encoder against baselines (frozen, cached features), "
+            "and fine-tuned (LoRA)")
     start = time.perf_counter()
     bench_dir = out_dir / "bench"
     checkpoint = out_dir / "pretrain"
@@ -245,8 +256,9 @@ def _stage_bench(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
     store = ResultStore(out_dir / "results.db")  # every run is recorded; the report stage reads it
     plan = [(u, r) for u in cfg.bench.upstreams for r in cfg.bench.runs]
     plan += [(u, r) for u in cfg.bench.sequence_upstreams for r in cfg.bench.sequence_runs]
-    plan = [(u, r) for u, r in plan if u in cfg.bench.run_upstreams.get(r, [u])]
-    for upstream, run in plan:
+    plan = [(u, r, "frozen") for u, r in plan if u in cfg.bench.run_upstreams.get(r, [u])]
+    plan += [("pretrained", r, regime) for r, regimes in cfg.bench.adapted_runs.items() for regime in regimes]
+    for upstream, run, regime in plan:
         spec = {"pretrained": f"ckpt:{checkpoint}", "random_init": f"ckpt:{out_dir / 'random_init'}"}.get(
             upstream, upstream
         )
@@ -254,16 +266,19 @@ def _stage_bench(cfg: DemoConfig, data_dir: Path, out_dir: Path) -> StageResult:
         if not probe:
             raise ConfigError(f"bench.runs: expected task:probe, got {run!r}")
         settings = settings_for_task(cfg.bench.settings, task, cfg.bench.task_settings)
+        if regime != "frozen":
+            settings = with_overrides(settings, [*cfg.bench.adapted_settings, *parse_regime(regime)],
+                                      prefix="bench.adapted_settings")
         bench_cfg = replace(settings, upstream=spec, task=task, probe=probe, data=str(data_dir),
                             cache=replace(settings.cache, dir=str(out_dir / "feature_cache")))
-        name = f"{upstream}/{task}-{probe}"
+        name = f"{upstream}/{task}-{probe}" + ("" if regime == "frozen" else f"-{regime}")
         print(f"-- {name}", flush=True)
-        result = run_bench(bench_cfg, bench_dir / upstream / f"{task}-{probe}", progress=False)
+        run_dir = bench_dir / name
+        result = run_bench(bench_cfg, run_dir, progress=False)
         statuses.add("reused" if result.get("reused") else "ran")
         print(format_result(result), flush=True)
-        store.add_result(result, result_path=bench_dir / upstream / f"{task}-{probe}" / "result.json",
-                         upstream_label=upstream)
-        rows.append((upstream, task, probe, result))
+        store.add_result(result, result_path=run_dir / "result.json", upstream_label=upstream)
+        rows.append((upstream if regime == "frozen" else f"{upstream} ({regime})", task, probe, result))
     store.close()
     summary = bench_dir / "summary.md"
     summary.write_text(score_matrix([r[3] for r in rows], labels=[r[0] for r in rows]) + "\n")

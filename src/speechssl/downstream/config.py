@@ -236,12 +236,16 @@ def parse_regime(label: str) -> list[str]:
                       f"{', '.join(REGIMES[3:])}")
 
 
+def with_overrides(settings: BenchConfig, overrides: list[str], *, prefix: str) -> BenchConfig:
+    """``settings`` with dotted ``overrides`` applied and validated (errors name ``prefix``)."""
+    from speechssl.config import apply_overrides, from_dict, to_dict
+
+    return from_dict(BenchConfig, apply_overrides(to_dict(settings), overrides, BenchConfig), prefix=prefix)
+
+
 def settings_for_task(settings: BenchConfig, task: str, task_settings: dict[str, list[str]]) -> BenchConfig:
     """``settings`` with the dotted overrides listed for ``task`` applied (sweeps and the demo:
     sequence tasks need more updates and a higher learning rate than classification)."""
-    from speechssl.config import apply_overrides, from_dict, to_dict
-
     if task not in task_settings:
         return settings
-    return from_dict(BenchConfig, apply_overrides(to_dict(settings), task_settings[task], BenchConfig),
-                     prefix=f"task_settings.{task}")
+    return with_overrides(settings, task_settings[task], prefix=f"task_settings.{task}")
