@@ -58,6 +58,16 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (modules use it with ``pytestmark``): tiny models
+    run faster without thread hand-offs, and parallel test processes do not oversubscribe."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def no_network(monkeypatch):
     """Loading must work with every socket refused and the hub in offline mode."""
 

@@ -32,12 +32,7 @@ FAST = ["train.max_epochs=2", "train.batch_seconds=20", "probe_cfg.hidden=16", "
         "train.num_workers=0", "health_utterances=0", "cost.energy=false"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,12 @@ from speechssl.upstream import Upstream, UpstreamOutput, build_upstream
 from test_upstream import LAYER_NORM_EXTRACTOR, needs_ge2e, save_checkpoint, save_hf
 
 # lhotse's mel-scale helpers under NumPy 2 (the mfcc upstream)
-pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 HOP = 160
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
 
 
 class FrameLinear(Upstream):

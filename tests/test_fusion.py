@@ -21,13 +21,10 @@ from speechssl.upstream.fusion import FusionUpstream, parse_fusion_spec, split_m
 TOL = 1e-5
 
 # lhotse's mel-scale helpers under NumPy 2 (fbank members)
-pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 def save_checkpoint(path: Path, frame_ms: int = 20, *overrides: str, seed=0) -> Path:

@@ -43,7 +43,10 @@ from speechssl.targets.alignment import nearest_frames, upstream_layout
 from speechssl.upstream import build_upstream
 
 # lhotse's mel-scale helpers under NumPy 2 (the MFCC upstream)
-pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 SR = 16_000
 K = 8
@@ -51,14 +54,6 @@ K = 8
 TRAIN = [(1600, SR), (1601, SR), (1999, SR), (2719, SR), (5120, SR), (7000, SR), (12_345, SR),
          (20_000, SR), (31_999, SR), (4000, 8000), (11_025, 22_050), (9_000, SR)]
 DEV = [(1600, SR), (3333, SR), (16_000, SR), (6400, SR)]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _write_split(root: Path, split: str, specs: list[tuple[int, int]], rng: np.random.Generator) -> None:

@@ -25,13 +25,10 @@ from speechssl.upstream.baseline import add_deltas, delta_scales, num_frames
 TOL = 1e-5
 
 # lhotse's mel-scale helpers under NumPy 2 (the reference modules built in these tests)
-pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 def has_resemblyzer() -> bool:
@@ -88,8 +85,6 @@ def hf_dirs(tmp_path_factory):
         # wav2vec2-base style: GroupNorm CNN and no preprocessor config at all
         "group": save_hf(root / "group", "Wav2Vec2Model", feat_extract_norm="group"),
     }
-
-
 
 
 def save_checkpoint(path: Path, *overrides: str, seed=0) -> Path:
