@@ -121,6 +121,23 @@ def _cmd_export_tuned(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from speechssl.corpora import CorpusError, prepare, summary
+
+    options = {}
+    for item in args.option:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise CorpusError(f"--option expects KEY=VALUE, got {item!r}")
+        options[key.strip()] = value.strip()
+    if args.metadata is not None:
+        options["metadata"] = args.metadata
+    info = prepare(args.corpus, args.root, args.out, **options)
+    print(summary(info))
+    print(f"wrote {args.out} (use it as --data {args.out})")
+    return 0
+
+
 def _cmd_targets(args: argparse.Namespace) -> int:
     import time
 
@@ -406,6 +423,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip unusable audio files and report their count and list instead of failing")
     check.add_argument("--batch-seconds", type=float, default=60.0, help="batch budget for the bucketing report")
     check.set_defaults(handler=_cmd_corpus_check)
+
+    prep = verbs.add_parser(
+        "prepare", help="manifests of a real corpus from its local copy (librispeech, commonvoice, folder, kaldi, ...)",
+        description="Check a local corpus tree (everything missing is named at once), then write the manifest "
+                    "directory every other command reads: manifests/cuts_<split>.jsonl.gz, corpus.json (counts, "
+                    "skipped files) and ASV trial lists. Nothing is downloaded. Corpora, layouts and options: "
+                    "docs/corpora.md.")
+    _add_common(prep)
+    prep.add_argument("corpus", metavar="NAME", help="corpus recipe (see docs/corpora.md; e.g. folder, kaldi, librispeech)")
+    prep.add_argument("root", type=Path, metavar="ROOT", help="the corpus's local directory")
+    prep.add_argument("--out", type=Path, required=True, help="manifest directory to write")
+    prep.add_argument("--metadata", default=None, help="folder: the CSV/TSV describing the recordings")
+    prep.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                      help="a recipe option (repeatable), e.g. --option language=fr --option split_set=1h")
+    prep.set_defaults(handler=_cmd_prepare)
 
     demo = verbs.add_parser(
         "demo", help="run every pipeline stage on the synthetic corpus",
