@@ -13,16 +13,23 @@ A recipe (one module per corpus, ``prepare_<name>(root, out, **options)``) does 
    (``manifests/cuts_<split>.jsonl.gz`` as lhotse cuts, ``corpus.json``, ASV trial lists under
    ``trials/``). Every audio file is opened once; unreadable files are *listed* (in
    ``corpus.json`` and in the returned summary), never silently dropped.
+
+Options arrive as strings from the command line (``--option key=value``) or as Python values
+(``prepare(name, root, out, key=value)``); recipes read them with the option helpers below
+(:func:`option_bool`, :func:`option_list`, :func:`option_int`, :func:`option_float`), which
+accept both and refuse a bad value naming the corpus, the option and the value.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
 import random
 import shutil
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -127,6 +134,169 @@ def inside(root: Path, path: str | Path) -> Path:
     if not resolved.is_relative_to(root):
         raise CorpusError(f"{path}: resolves to {resolved}, outside the corpus root {root}")
     return resolved
+
+
+# ---------------------------------------------------------------- option and label helpers
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def option_bool(value: Any, name: str, corpus: str) -> bool:
+    """Boolean option ``name``: a bool (or None = false) as given, else one of ``1``/``true``/
+    ``yes``/``on`` or ``0``/``false``/``no``/``off``/empty, in any case. Anything else raises
+    :class:`CorpusError` naming the option and the value."""
+    if isinstance(value, bool):
+        return value
+    text = "" if value is None else str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise CorpusError(f"{corpus}: option {name}={value!r} is not a boolean (use true or false)")
+
+
+def option_list(value: Any, name: str, corpus: str,
+                allowed: Iterable[str] | Mapping[str, Iterable[str]] | None = None, *,
+                required: bool = True, what: str = "value(s)", hint: str = "") -> list[str]:
+    """Items of list option ``name``: a comma-separated string, or (from Python) a list, tuple
+    or set of values. Items are stripped; blanks and repeats (after the first) are dropped.
+
+    - ``required``: an empty list raises :class:`CorpusError` (with ``hint``, else the choices,
+      in parentheses); otherwise it is returned.
+    - ``allowed``: the accepted values; items outside them raise :class:`CorpusError` naming
+      them (as ``what``, e.g. ``split(s)``), the option and the choices. A mapping canonical
+      name -> lower-case aliases (``{"vox1": ("vox1", "1", "both")}``) is matched
+      case-insensitively and gives the canonical names, in the mapping's order.
+    """
+    if value is None:
+        raw: list[str] = []
+    elif isinstance(value, str):
+        raw = value.split(",")
+    else:
+        raw = [str(v) for v in value]
+    items = list(dict.fromkeys(item.strip() for item in raw if item.strip()))
+    if isinstance(allowed, Mapping):
+        aliases = {key: tuple(names) for key, names in allowed.items()}
+        choices = [names[0] for names in aliases.values()]
+    else:
+        aliases = None
+        choices = list(allowed) if allowed is not None else []
+    if not items:
+        if required:
+            hint = hint or (f"choose from {', '.join(choices)}, comma-separated" if choices else "")
+            raise CorpusError(f"{corpus}: option {name} is empty" + (f" ({hint})" if hint else ""))
+        return []
+    if allowed is None:
+        return items
+    if aliases is None:
+        unknown = [item for item in items if item not in choices]
+    else:
+        unknown = [item for item in items if not any(item.lower() in names for names in aliases.values())]
+    if unknown:
+        raise CorpusError(f"{corpus}: unknown {what} {', '.join(unknown)} in {name}= "
+                          f"(choose from {', '.join(choices)}, comma-separated)")
+    if aliases is None:
+        return items
+    return [key for key, names in aliases.items() if any(item.lower() in names for item in items)]
+
+
+def _option_number(value: Any, name: str, corpus: str, kind: type, minimum: Any, maximum: Any,
+                   what: str | None) -> Any:
+    label = what or name
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        article = "an integer" if kind is int else "a number"
+        raise CorpusError(f"{corpus}: option {name}={value!r}: {label} must be {article}") from None
+    # "not >=" rather than "<": NaN is outside every range.
+    if (minimum is not None and not number >= minimum) or (maximum is not None and not number <= maximum):
+        if minimum is not None and maximum is not None:
+            bounds = f"between {minimum} and {maximum}"
+        else:
+            bounds = f"at least {minimum}" if minimum is not None else f"at most {maximum}"
+        raise CorpusError(f"{corpus}: option {name}={value!r}: {label} must be {bounds}")
+    return number
+
+
+def option_int(value: Any, name: str, corpus: str, minimum: int | None = None, maximum: int | None = None,
+               *, what: str | None = None) -> int:
+    """Integer option ``name`` (``int(value)``: an int, or its decimal string from the command
+    line), within ``minimum``..``maximum`` when given. A bad value raises :class:`CorpusError`
+    naming the option, the value and what it must be (``what`` describes it: ``"fold (the test
+    session)"``)."""
+    return _option_number(value, name, corpus, int, minimum, maximum, what)
+
+
+def option_float(value: Any, name: str, corpus: str, minimum: float | None = None,
+                 maximum: float | None = None, *, what: str | None = None) -> float:
+    """Number option ``name`` (``float(value)``), within ``minimum``..``maximum`` when given;
+    errors as :func:`option_int`."""
+    return _option_number(value, name, corpus, float, minimum, maximum, what)
+
+
+def gender_mf(value: str | None) -> str | None:
+    """``m``/``f`` from the spellings corpora use (``male``, ``Male``, ``MALE``, ``m``,
+    ``masculine``, ``male_masculine``, ...; the same for ``f``); None for anything else
+    (``other``, ``non-binary``, empty)."""
+    g = (value or "").strip().lower()
+    if g in ("m", "male", "masculine") or g.startswith("male_"):
+        return "m"
+    if g in ("f", "female", "feminine") or g.startswith("female_"):
+        return "f"
+    return None
+
+
+def language_folders(check: TreeCheck, language: Any, is_language_dir: Callable[[Path], bool], *,
+                     base: Path = Path("."), describe: str, parent: str, none_found: str
+                     ) -> list[tuple[str, Path]]:
+    """(language, folder relative to ROOT) for every language the ``language`` option asks for,
+    in corpora laid out as one folder per language (``is_language_dir`` tells one).
+
+    - ROOT itself a language folder (and none of its sub-folders one): that language alone;
+      asking for another one is a problem (``parent``: what ROOT should be instead).
+    - ``language=all``: every language folder in ``ROOT/base``; none is a problem (``none_found``).
+    - otherwise the named folders of ``ROOT/base``; a missing one is a problem (``describe``,
+      with ``{}`` for the name, says what it should hold).
+    """
+    root = check.root
+    wanted = option_list(language, "language", check.corpus)
+    if is_language_dir(root) and not any(is_language_dir(d) for d in root.iterdir() if d.is_dir()):
+        if wanted != ["all"] and wanted != [root.name]:
+            check.problem(f"ROOT is one language folder ({root.name}), but language={','.join(wanted)} was asked "
+                          f"(use language=all, or point ROOT at {parent})")
+        return [(root.name, Path("."))]
+    if wanted == ["all"]:
+        present = sorted(d.name for d in (root / base).iterdir() if d.is_dir() and is_language_dir(d))
+        if not present:
+            check.problem(none_found)
+        return [(name, base / name) for name in present]
+    return [(name, base / name) for name in wanted if check.dir(base / name, describe.format(name)) is not None]
+
+
+def read_csv(path: Path, corpus: str, *, delimiter: str | None = ",", what: str = ""
+             ) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a CSV file with a header row (standard quoting), names and values
+    stripped; a missing value is ``""``, fields beyond the header are dropped. ``delimiter``
+    None: sniffed from the first line among ``,`` ``;`` tab (else ``,``). A file that cannot be
+    read raises :class:`CorpusError` (``what`` names the file's role: ``"metadata"``).
+
+    Not for Common Voice/CoVoST lists: those split on tabs only, without quoting
+    (``commonvoice.read_tsv``, ``covost2.read_tsv``)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorpusError(f"{corpus}: cannot read {what + ' ' if what else ''}{path}: {exc}") from None
+    if delimiter is None:
+        try:
+            delimiter = csv.Sniffer().sniff(text.splitlines()[0] if text else "", delimiters=",;\t").delimiter
+        except csv.Error:
+            delimiter = ","
+    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+    header = [(h or "").strip() for h in reader.fieldnames or []]
+    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items() if not isinstance(v, list)}
+            for row in reader]
+    return header, rows
 
 
 # ---------------------------------------------------------------- trials and splits

@@ -47,7 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, make_trials, write_corpus
+from speechssl.corpora.base import (CorpusError, TreeCheck, Utterance, inside, make_trials, option_float, option_int,
+                                    option_list, write_corpus)
 
 # Speaker -> (sex, age, interviewer sex), from the corpus documentation (also in the
 # ``buckeye`` Python package by S. Seyfarth).
@@ -174,21 +175,20 @@ def _cut(words: list[Label], max_duration: float) -> list[list[Label]]:
     return _cut(words[:best], max_duration) + _cut(words[best:], max_duration)
 
 
-def _speakers(value: Any) -> set[str]:
-    if isinstance(value, (list, tuple, set)):
-        items = value
-    else:
-        items = str(value or "").split(",")
+def _speakers(value: Any, name: str) -> set[str]:
+    """Speaker codes ``sNN`` of list option ``name`` (``s5``, ``05``, ``S05`` and ``5`` are ``s05``)."""
     try:
-        return {f"s{int(str(s).strip().lstrip('sS')):02d}" for s in items if str(s).strip()}
+        return {f"s{int(s.lstrip('sS')):02d}" for s in option_list(value, name, "buckeye", required=False)}
     except ValueError:
-        raise CorpusError(f"buckeye: speaker list {value!r}: use speaker codes such as s05,s12") from None
+        raise CorpusError(f"buckeye: option {name}={value!r}: use speaker codes such as s05,s12") from None
 
 
 def prepare(root: Path, out: Path, *, pause: float | str = 0.5, max_duration: float | str = 20.0,
             test_speakers: str = "", dev_speakers: str = "", seed: int | str = 0) -> dict[str, Any]:
     """Prepare Buckeye as pause-delimited segments (see the module doc)."""
-    pause, max_duration, seed = float(pause), float(max_duration), int(seed)
+    pause = option_float(pause, "pause", "buckeye")
+    max_duration = option_float(max_duration, "max_duration", "buckeye")
+    seed = option_int(seed, "seed", "buckeye")
     check = TreeCheck("buckeye", root)
     words_files = sorted(p for p in root.rglob("*.words") if TRACK.match(p.stem))
     tracks: dict[str, tuple[Path, Path, Path]] = {}
@@ -215,7 +215,7 @@ def prepare(root: Path, out: Path, *, pause: float | str = 0.5, max_duration: fl
     if unknown:
         check.problem(f"speaker folder(s) {', '.join(unknown)} are not Buckeye speakers s01..s40")
     split_of = default_split()
-    test, dev = _speakers(test_speakers), _speakers(dev_speakers)
+    test, dev = _speakers(test_speakers, "test_speakers"), _speakers(dev_speakers, "dev_speakers")
     if test or dev:
         if test & dev:
             check.problem(f"speaker(s) {', '.join(sorted(test & dev))} in both test_speakers and dev_speakers")

@@ -44,22 +44,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, make_trials, write_corpus
+from speechssl.corpora.base import (TreeCheck, Utterance, gender_mf, inside, language_folders, make_trials, option_int,
+                                    option_list, write_corpus)
 
 NAME = "commonvoice"
 LISTS = ("train", "dev", "test", "validated", "invalidated", "other")
 STANDARD_SPLITS = ("train", "dev", "test")
 REQUIRED = ("client_id", "path", "sentence")
 CUSTOM = ("age", "accents", "accent", "variant", "sentence_id", "sentence_domain", "segment")
-
-
-def option_list(value: str | list | tuple, what: str, corpus: str = NAME) -> list[str]:
-    """A comma-separated option (or a list) as a list without blanks and repeats."""
-    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
-    items = list(dict.fromkeys(v.strip() for v in items if v.strip()))
-    if not items:
-        raise CorpusError(f"{corpus}: option {what} is empty")
-    return items
 
 
 Rows = list[tuple[int, dict[str, str]]]
@@ -87,49 +79,28 @@ def read_tsv(path: Path, *, header: list[str] | None = None) -> tuple[list[str],
     return header, rows, bad
 
 
-def gender_mf(value: str | None) -> str | None:
-    """``m``/``f`` from the spellings corpora use (male, Male, MALE, male_masculine, m, ...)."""
-    g = (value or "").strip().lower()
-    if g in ("m", "male", "masculine") or g.startswith("male_"):
-        return "m"
-    if g in ("f", "female", "feminine") or g.startswith("female_"):
-        return "f"
-    return None
-
-
 def _is_language_dir(path: Path) -> bool:
     return (path / "clips").is_dir() or any((path / f"{name}.tsv").is_file() for name in LISTS)
 
 
-def _languages(check: TreeCheck, root: Path, language: str | list) -> list[tuple[str, Path]]:
+def _languages(check: TreeCheck, language: str | list) -> list[tuple[str, Path]]:
     """(language folder name, folder relative to ROOT) for every requested language."""
-    wanted = option_list(language, "language")
-    if _is_language_dir(root) and not any(_is_language_dir(d) for d in root.iterdir() if d.is_dir()):
-        if wanted != ["all"] and wanted != [root.name]:
-            check.problem(f"ROOT is one language folder ({root.name}), but language={','.join(wanted)} was asked "
-                          "(use language=all, or point ROOT at the release folder holding the language folders)")
-        return [(root.name, Path("."))]
-    if wanted == ["all"]:
-        present = sorted(d.name for d in root.iterdir() if d.is_dir() and _is_language_dir(d))
-        if not present:
-            check.problem("no language folder (one with clips/ and train.tsv, dev.tsv, ...) under ROOT; "
-                          "point ROOT at the extracted cv-corpus-<version>-<date>/ folder or at one language in it")
-        return [(name, Path(name)) for name in present]
-    return [(name, Path(name)) for name in wanted if check.dir(name, f"Common Voice language {name}") is not None]
+    return language_folders(
+        check, language, _is_language_dir, describe="Common Voice language {}",
+        parent="the release folder holding the language folders",
+        none_found="no language folder (one with clips/ and train.tsv, dev.tsv, ...) under ROOT; "
+                   "point ROOT at the extracted cv-corpus-<version>-<date>/ folder or at one language in it")
 
 
 def prepare(root: Path, out: Path, *, language: str = "all", splits: str = "train,dev,test",
-            seed: int = 0) -> dict[str, Any]:
+            seed: int | str = 0) -> dict[str, Any]:
     check = TreeCheck(NAME, root)
-    lists = option_list(splits, "splits")
-    unknown = [s for s in lists if s not in LISTS]
-    if unknown:
-        raise CorpusError(f"{NAME}: unknown split(s) {', '.join(unknown)}; Common Voice lists are {', '.join(LISTS)}")
-    seed = int(seed)
+    lists = option_list(splits, "splits", NAME, LISTS, what="split(s)")
+    seed = option_int(seed, "seed", NAME)
 
     tables: list[tuple[str, str, Path, list[tuple[int, dict[str, str]]]]] = []
     bad_rows: list[str] = []
-    for lang, folder in _languages(check, root, language):
+    for lang, folder in _languages(check, language):
         clips = check.dir(folder / "clips", f"the {lang} audio clips")
         for split in lists:
             tsv = check.file(folder / f"{split}.tsv", f"the {lang} {split} list")

@@ -39,20 +39,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, make_trials, write_corpus
+from speechssl.corpora.base import (CorpusError, TreeCheck, Utterance, gender_mf, inside, make_trials, option_bool,
+                                    option_int, option_list, write_corpus)
 
 SPLITS = {"train": "train", "train_covost": "train", "dev": "dev", "test": "test"}
 TABLE = re.compile(r"^covost_v2\.([A-Za-z-]+)_([A-Za-z-]+)(?:\.(?:train|dev|test))?\.tsv$")
-
-
-def _list(value: Any) -> list[str]:
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [v.strip() for v in str(value or "").split(",") if v.strip()]
-
-
-def _bool(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes")
 
 
 def read_tsv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -63,15 +54,6 @@ def read_tsv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         rows = [{(k or "").strip(): (v or "") for k, v in row.items()} for row in reader]
         header = [h.strip() for h in (reader.fieldnames or [])]
     return header, rows
-
-
-def _gender(value: str) -> str | None:
-    value = value.strip().lower()
-    if value.startswith("female"):
-        return "f"
-    if value.startswith("male"):
-        return "m"
-    return None
 
 
 def _folder(root: Path, value: str | Path) -> Path:
@@ -110,10 +92,11 @@ def prepare(root: Path, out: Path, *, source: str = "", target: str = "", clips:
             allow_missing: bool | str = False, seed: int | str = 0) -> dict[str, Any]:
     """Prepare CoVoST 2 for ``source`` -> ``target``(s). ``allow_missing``: clips named by the
     table but absent are listed in corpus.json "skipped" instead of refusing the tree."""
-    allow_missing, seed = _bool(allow_missing), int(seed)
+    allow_missing = option_bool(allow_missing, "allow_missing", "covost2")
+    seed = option_int(seed, "seed", "covost2")
     check = TreeCheck("covost2", root)
     tables = sorted(p.name for p in root.iterdir() if p.is_file() and TABLE.match(p.name))
-    source, targets = str(source).strip(), _list(target)
+    source, targets = str(source).strip(), option_list(target, "target", "covost2", required=False)
     if not source or not targets:
         pairs = sorted({TABLE.match(t).groups() for t in tables})
         pairs = [p for p in pairs if (not source or p[0] == source) and (not targets or p[1] in targets)]
@@ -176,7 +159,7 @@ def prepare(root: Path, out: Path, *, source: str = "", target: str = "", clips:
         custom = {"translations": translations[r["path"]], "covost_split": r["split"].strip()}
         utterances.append(Utterance(
             id=Path(r["path"]).stem, audio=audio, split=split, text=sentence, speaker=speaker, language=source,
-            gender=_gender(cv.get("gender", "")), custom=custom,
+            gender=gender_mf(cv.get("gender")), custom=custom,
         ))
     if missing_cv:
         check.problem(f"{len(missing_cv)} of {len(rows)} rows of {names[0]} have no line in {cv_path.name} "

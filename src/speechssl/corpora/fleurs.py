@@ -45,8 +45,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, write_corpus
-from speechssl.corpora.commonvoice import gender_mf, option_list, read_tsv
+from speechssl.corpora.base import (CorpusError, TreeCheck, Utterance, gender_mf, inside, language_folders, option_list,
+                                    write_corpus)
+from speechssl.corpora.commonvoice import read_tsv
 
 NAME = "fleurs"
 SPLITS = ("train", "dev", "test")
@@ -66,20 +67,10 @@ def _base(root: Path) -> Path:
 
 
 def _languages(check: TreeCheck, root: Path, language: str | list) -> list[tuple[str, Path]]:
-    wanted = option_list(language, "language", NAME)
-    if _is_language_dir(root):
-        if wanted != ["all"] and wanted != [root.name]:
-            check.problem(f"ROOT is one language folder ({root.name}), but language={','.join(wanted)} was asked "
-                          "(use language=all, or point ROOT at the folder holding the language folders)")
-        return [(root.name, Path("."))]
-    base = _base(root).relative_to(root)
-    if wanted == ["all"]:
-        present = sorted(d.name for d in (root / base).iterdir() if d.is_dir() and _is_language_dir(d))
-        if not present:
-            check.problem("no FLEURS language folder (one with train.tsv, dev.tsv, test.tsv and audio/) under ROOT")
-        return [(code, base / code) for code in present]
-    return [(code, base / code) for code in wanted
-            if check.dir(base / code, f"FLEURS language {code}") is not None]
+    return language_folders(
+        check, language, _is_language_dir, base=_base(root).relative_to(root), describe="FLEURS language {}",
+        parent="the folder holding the language folders",
+        none_found="no FLEURS language folder (one with train.tsv, dev.tsv, test.tsv and audio/) under ROOT")
 
 
 def _audio_dir(root: Path, folder: Path, split: str) -> Path | None:
@@ -92,13 +83,10 @@ def _audio_dir(root: Path, folder: Path, split: str) -> Path | None:
 def prepare(root: Path, out: Path, *, language: str = "all", splits: str = "train,dev,test",
             text: str = "normalized", translate_to: str = "") -> dict[str, Any]:
     check = TreeCheck(NAME, root)
-    wanted_splits = option_list(splits, "splits", NAME)
-    unknown = [s for s in wanted_splits if s not in SPLITS]
-    if unknown:
-        raise CorpusError(f"{NAME}: unknown split(s) {', '.join(unknown)}; FLEURS splits are {', '.join(SPLITS)}")
+    wanted_splits = option_list(splits, "splits", NAME, SPLITS, what="split(s)")
     if text not in TEXTS:
         raise CorpusError(f"{NAME}: text={text!r}; use one of {', '.join(TEXTS)}")
-    targets = option_list(translate_to, "translate_to", NAME) if str(translate_to).strip() else []
+    targets = option_list(translate_to, "translate_to", NAME, required=False)
 
     bad_rows: list[str] = []
     tables = []

@@ -18,44 +18,26 @@ ogg, ...), any sample rate and channel count (mixed down when read).
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, assign_splits, inside, make_trials, write_corpus
+from speechssl.corpora.base import (CorpusError, TreeCheck, Utterance, assign_splits, inside, make_trials, option_int,
+                                    read_csv, write_corpus)
 
 STANDARD = ("file", "text", "speaker", "language", "gender", "split")
 CUSTOM = ("label", "emotion", "intent")
 
 
-def read_metadata(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows of a CSV/TSV file (delimiter from the suffix, else sniffed)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"folder: cannot read metadata {path}: {exc}") from None
-    if path.suffix.lower() == ".tsv":
-        delimiter = "\t"
-    else:
-        try:
-            delimiter = csv.Sniffer().sniff(text.splitlines()[0] if text else "", delimiters=",;\t").delimiter
-        except csv.Error:
-            delimiter = ","
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    return header, rows
-
-
 def prepare(root: Path, out: Path, *, metadata: str | Path, seed: int | str = 0) -> dict[str, Any]:
     check = TreeCheck("folder", root)
-    seed = int(seed)  # options from the command line arrive as strings
+    seed = option_int(seed, "seed", "folder")
     meta = Path(metadata).expanduser()
     if not meta.is_absolute() and not meta.is_file():
         meta = root / meta
     if not meta.is_file():
         raise CorpusError(f"folder: metadata file {metadata} does not exist")
-    header, rows = read_metadata(meta)
+    # Delimiter from the suffix (.tsv: tab), else sniffed from the header line.
+    header, rows = read_csv(meta, "folder", delimiter="\t" if meta.suffix.lower() == ".tsv" else None, what="metadata")
     if not check.columns(meta, header, ["file"]):
         check.done()
     if not rows:

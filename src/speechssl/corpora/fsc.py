@@ -29,11 +29,10 @@ most 1% of a split; more than that is reported as a wrong tree.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, write_corpus
+from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, gender_mf, inside, read_csv, write_corpus
 
 NAME = "fsc"
 DATASET_DIR = "fluent_speech_commands_dataset"
@@ -47,17 +46,6 @@ _DEMOGRAPHICS = {  # speaker_demographics.csv column (stripped) -> custom key
     "Current language used for work/school": "work_language",
     "Self-reported fluency level": "fluency",
 }
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"{NAME}: cannot read {path}: {exc}") from None
-    reader = csv.DictReader(text.splitlines())
-    header = [(h or "").strip() for h in reader.fieldnames or []]
-    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items() if isinstance(v, str)} for row in reader]
-    return header, rows
 
 
 def _dataset_dir(root: Path) -> Path:
@@ -78,7 +66,7 @@ def prepare(root: Path, out: Path) -> dict[str, Any]:
         path = check.file(base / "data" / filename, f"the {split} split") if data is not None else None
         if path is None:
             continue
-        header, rows = _read_csv(path)
+        header, rows = read_csv(path, NAME)
         if not check.columns(path, header, COLUMNS):
             continue
         if not rows:
@@ -130,13 +118,13 @@ def _demographics(path: Path) -> dict[str, dict[str, str]]:
     """speakerId -> gender (``f``/``m``) and the other demographic fields, when the file exists."""
     if not path.is_file():
         return {}
-    header, rows = _read_csv(path)
+    header, rows = read_csv(path, NAME)
     if "speakerId" not in header:
         raise CorpusError(f"{NAME}: {path}: no 'speakerId' column (has: {', '.join(header)})")
     out = {}
     for row in rows:
         info = {key: row[column] for column, key in _DEMOGRAPHICS.items() if row.get(column)}
-        gender = {"female": "f", "male": "m"}.get(row.get("gender", "").lower())
+        gender = gender_mf(row.get("gender"))
         if gender:
             info["gender"] = gender
         out[row["speakerId"]] = info

@@ -41,7 +41,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, write_corpus
+from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, option_float, option_int, write_corpus
 
 NAME = "iemocap"
 SESSIONS = (1, 2, 3, 4, 5)
@@ -50,16 +50,6 @@ CLASSES = {"neu": "neu", "hap": "hap", "exc": "hap", "sad": "sad", "ang": "ang"}
 RELEASE_FOLDER = "IEMOCAP_full_release"
 LABEL_LINE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[([^\]]*)\]")
 TRANSCRIPT_LINE = re.compile(r"^(\S+)\s+\[[^\]]*\]:\s*(.*)$")
-
-
-def _number(value: Any, kind: type, what: str, low: float, high: float) -> Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise CorpusError(f"{NAME}: {what} must be a number, got {value!r}") from None
-    if not low <= number <= high:
-        raise CorpusError(f"{NAME}: {what} must be between {low} and {high}, got {value!r}")
-    return number
 
 
 def _text_files(directory: Path) -> list[Path]:
@@ -71,10 +61,11 @@ def _read(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8", errors="replace").splitlines()
 
 
-def prepare(root: Path, out: Path, *, fold: int = 1, dev_ratio: float = 0.2, seed: int = 0) -> dict[str, Any]:
-    fold = _number(fold, int, "fold (the test session)", 1, 5)
-    dev_ratio = _number(dev_ratio, float, "dev_ratio", 0.0, 0.9)
-    seed = _number(seed, int, "seed", -2**63, 2**63 - 1)
+def prepare(root: Path, out: Path, *, fold: int | str = 1, dev_ratio: float | str = 0.2,
+            seed: int | str = 0) -> dict[str, Any]:
+    fold = option_int(fold, "fold", NAME, 1, 5, what="fold (the test session)")
+    dev_ratio = option_float(dev_ratio, "dev_ratio", NAME, 0.0, 0.9)
+    seed = option_int(seed, "seed", NAME)
     root = Path(root).expanduser()
     if not (root / "Session1").is_dir() and (root / RELEASE_FOLDER).is_dir():
         base = RELEASE_FOLDER + "/"  # ROOT is the folder the release was unpacked into

@@ -29,7 +29,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, make_trials, write_corpus
+from speechssl.corpora.base import (CorpusError, TreeCheck, Utterance, inside, make_trials, option_bool, option_int,
+                                    write_corpus)
 
 
 def _read_table(path: Path, min_fields: int = 2) -> dict[str, list[str]]:
@@ -90,13 +91,11 @@ def _run_pipe(command: str, target: Path) -> Path:
     return target
 
 
-def _bool(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-
-
 def prepare(root: Path, out: Path, *, split: str = "", audio_base: str = "", allow_pipes: bool | str = False,
             allow_outside: bool | str = False, trials_split: str = "test", seed: int | str = 0) -> dict[str, Any]:
-    allow_pipes, allow_outside, seed = _bool(allow_pipes), _bool(allow_outside), int(seed)
+    allow_pipes = option_bool(allow_pipes, "allow_pipes", "kaldi")
+    allow_outside = option_bool(allow_outside, "allow_outside", "kaldi")
+    seed = option_int(seed, "seed", "kaldi")
     check = TreeCheck("kaldi", root)
     # Relative wav.scp paths start from the recipe directory in Kaldi; that is ROOT unless
     # ROOT is a data directory inside the recipe (then give the recipe dir as audio_base).

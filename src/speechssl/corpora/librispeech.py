@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, make_trials, write_corpus
+from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, make_trials, option_list, write_corpus
 
 SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other", "test-clean",
            "test-other")
@@ -193,11 +193,6 @@ def _test_trials(utterances: list[Utterance]) -> dict[str, list[tuple[str, str, 
     return trials
 
 
-def _names(value: str | Iterable[str]) -> list[str]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [s.strip() for s in items if s and s.strip()]
-
-
 # ---------------------------------------------------------------- LM text
 
 
@@ -237,9 +232,8 @@ def prepare_librispeech(root: Path, out: Path, *, subsets: str = "all",
     TreeCheck("librispeech", root)  # ROOT must be a directory
     base = librispeech_base(root)
     check = TreeCheck("librispeech", base)
-    wanted = _names(subsets)
-    if not wanted:
-        raise CorpusError("librispeech: subsets= is empty (use 'all' or a comma list such as dev-clean,test-clean)")
+    wanted = option_list(subsets, "subsets", "librispeech",
+                         hint="use 'all' or a comma list such as dev-clean,test-clean")
     known = SUBSETS + MINI_SUBSETS
     if wanted == ["all"]:
         chosen = [s for s in SUBSETS if (base / s).is_dir()] or [s for s in MINI_SUBSETS if (base / s).is_dir()]
@@ -251,7 +245,7 @@ def prepare_librispeech(root: Path, out: Path, *, subsets: str = "all",
         if unknown:
             check.problem(f"unknown subset(s) {', '.join(unknown)} in subsets= (known: {', '.join(known)}, or all)")
         chosen = []
-        for s in dict.fromkeys(wanted):
+        for s in wanted:
             if s in known and check.dir(s, "a LibriSpeech subset named in subsets=") is not None:
                 chosen.append(s)
     lm_path = None

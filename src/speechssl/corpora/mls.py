@@ -42,7 +42,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, make_trials, write_corpus
+from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, make_trials, option_list, write_corpus
 
 LANGUAGES = {
     "english": "en",
@@ -118,17 +118,12 @@ def prepare(root: Path, out: Path, *, language: str = "all", splits: str = "trai
         if limited is None:
             raise CorpusError(f"mls: limited_supervision={limited_supervision!r} is not one of 10min, 1h, 9h, 10h "
                               "(or empty for the full train set)")
-    chosen_splits = [s.strip() for s in str(splits).split(",") if s.strip()]
-    bad = [s for s in chosen_splits if s not in SPLITS]
-    if bad or not chosen_splits:
-        raise CorpusError(f"mls: splits={splits!r}: use a comma list of {', '.join(SPLITS)}")
+    chosen_splits = option_list(splits, "splits", "mls", SPLITS, what="split(s)")
 
     found = _find_languages(root)
     codes = {code: name for name, code in LANGUAGES.items()}
-    wanted = [s.strip().lower() for s in str(language).split(",") if s.strip()]
-    if not wanted:
-        raise CorpusError("mls: language= is empty (use all, a folder suffix such as french, "
-                          "or an ISO code such as fr)")
+    wanted = list(dict.fromkeys(s.lower() for s in option_list(
+        language, "language", "mls", hint="use all, a folder suffix such as french, or an ISO code such as fr")))
     ignored_dirs = []
     if wanted == ["all"]:
         names = sorted(n for n in found if n in LANGUAGES)
@@ -138,7 +133,7 @@ def prepare(root: Path, out: Path, *, language: str = "all", splits: str = "trai
                           + (f" ({', '.join(ignored_dirs)}: not MLS languages)" if ignored_dirs else ""))
     else:
         names = []
-        for item in dict.fromkeys(wanted):
+        for item in wanted:
             name = codes.get(item, item)
             if name not in LANGUAGES:
                 check.problem(f"unknown language {item!r} in language= (known: {', '.join(LANGUAGES)} "

@@ -31,21 +31,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, write_corpus
+from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, option_bool, option_list, write_corpus
 
 SHOTS = ("10min", "1h")
-
-
-def _list(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, (list, tuple, set)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [v.strip() for v in str(value).split(",") if v.strip()]
-
-
-def _bool(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes")
 
 
 def transcript_files(shots: str) -> dict[str, str]:
@@ -93,8 +81,9 @@ def prepare(root: Path, out: Path, *, shots: str = "1h", datasets: str = "", lan
     ``allow_missing``: list wav files named by a transcript but absent in corpus.json
     "skipped" instead of refusing the tree."""
     shots = str(shots).strip().lower()
-    allow_missing = _bool(allow_missing)
-    want_datasets, want_languages = _list(datasets), _list(languages)
+    allow_missing = option_bool(allow_missing, "allow_missing", "mlsuperb")
+    want_datasets = option_list(datasets, "datasets", "mlsuperb", required=False)
+    want_languages = option_list(languages, "languages", "mlsuperb", required=False)
     check = TreeCheck("mlsuperb", root)
     if shots not in SHOTS:
         raise CorpusError(f"mlsuperb: shots={shots!r}; use one of {', '.join(SHOTS)}")

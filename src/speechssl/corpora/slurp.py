@@ -57,7 +57,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, write_corpus
+from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, option_bool, write_corpus
 
 NAME = "slurp"
 SPLITS = (("train", "train.jsonl"), ("dev", "devel.jsonl"), ("test", "test.jsonl"))
@@ -67,17 +67,6 @@ MISSING_TOLERANCE = 0.01
 """Share of a split's recordings that may be missing before the tree is called wrong."""
 
 _BRACKET = re.compile(r"\[([^\[\]]*)\]")
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise CorpusError(f"{NAME}: option {name}={value!r} is not a boolean (use true or false)")
 
 
 def parse_annotation(annotation: str) -> tuple[list[str], list[dict[str, Any]]] | None:
@@ -183,8 +172,8 @@ def _audio_dir(check: TreeCheck, name: str, what: str) -> Path | None:
 
 def prepare(root: Path, out: Path, *, synthetic: bool | str = False, headset_only: bool | str = False
             ) -> dict[str, Any]:
-    synthetic = _bool("synthetic", synthetic)
-    headset_only = _bool("headset_only", headset_only)
+    synthetic = option_bool(synthetic, "synthetic", NAME)
+    headset_only = option_bool(headset_only, "headset_only", NAME)
     check = TreeCheck(NAME, root)
     meta_dir = check.dir(META, "the SLURP text annotations (dataset/slurp/ of the SLURP repository)")
     sources = [(split, filename, False) for split, filename in SPLITS]

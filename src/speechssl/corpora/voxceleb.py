@@ -57,7 +57,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, make_trials, write_corpus
+from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, make_trials, option_list, write_corpus
 
 NAME = "voxceleb"
 FOLDERS = {"vox1": ("vox1", "voxceleb1", "VoxCeleb1"), "vox2": ("vox2", "voxceleb2", "VoxCeleb2")}
@@ -87,25 +87,12 @@ def utterance_id(path_id: str) -> str:
     return path_id.removesuffix(".wav").replace("/", "-")
 
 
-def _options(value: Any, allowed: dict[str, tuple[str, ...]], what: str) -> list[str]:
-    """A comma-separated (or list) option -> canonical names, in ``allowed``'s order."""
-    if isinstance(value, str):
-        items = [v.strip() for v in value.replace("+", ",").split(",")]
-    else:
-        items = [str(v).strip() for v in value]
-    chosen, unknown = set(), []
-    for item in items:
-        if not item or item.lower() == "none":
-            continue
-        match = [key for key, aliases in allowed.items() if item.lower() in aliases]
-        if match:
-            chosen.update(match)
-        else:
-            unknown.append(item)
-    if unknown:
-        choices = ", ".join(aliases[0] for aliases in allowed.values())
-        raise CorpusError(f"{NAME}: unknown {what} {', '.join(unknown)} (choose from {choices}, comma-separated)")
-    return [key for key in allowed if key in chosen]
+def _choices(value: Any, name: str, allowed: dict[str, tuple[str, ...]], what: str) -> list[str]:
+    """:func:`option_list` with VoxCeleb's spellings: ``+`` joins like ``,`` (``vox1+vox2``) and
+    ``none`` names nothing; canonical names, in ``allowed``'s order."""
+    items = value.replace("+", ",").split(",") if isinstance(value, str) else [str(v) for v in value]
+    return option_list([v for v in items if v.strip().lower() != "none"], name, NAME, allowed,
+                       required=False, what=what)
 
 
 def _hash(speaker: str) -> int:
@@ -249,9 +236,9 @@ def _read_trials(check: TreeCheck, path: Path) -> list[tuple[str, str, int]]:
 
 
 def prepare(root: Path, out: Path, *, versions: str = "vox1", trials: str = "O") -> dict[str, Any]:
-    train_versions = _options(versions, {"vox1": ("vox1", "voxceleb1", "1", "both", "all"),
-                                         "vox2": ("vox2", "voxceleb2", "2", "both", "all")}, "version(s)")
-    lists = _options(trials, {"O": ("o",), "E": ("e",), "H": ("h",)}, "trial list(s)")
+    train_versions = _choices(versions, "versions", {"vox1": ("vox1", "voxceleb1", "1", "both", "all"),
+                                                     "vox2": ("vox2", "voxceleb2", "2", "both", "all")}, "version(s)")
+    lists = _choices(trials, "trials", {"O": ("o",), "E": ("e",), "H": ("h",)}, "trial list(s)")
     if not train_versions:
         raise CorpusError(f"{NAME}: versions= names no version (use vox1, vox2 or both)")
     check = TreeCheck(NAME, root)

@@ -40,8 +40,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from speechssl.corpora.base import CorpusError, TreeCheck, Utterance, inside, make_trials, write_corpus
-from speechssl.corpora.commonvoice import gender_mf, option_list, read_tsv
+from speechssl.corpora.base import (CorpusError, TreeCheck, Utterance, gender_mf, inside, language_folders, make_trials,
+                                    option_int, option_list, write_corpus)
+from speechssl.corpora.commonvoice import read_tsv
 
 NAME = "voxpopuli"
 SPLITS = ("train", "dev", "test")
@@ -55,22 +56,13 @@ def _is_language_dir(path: Path) -> bool:
 
 
 def _languages(check: TreeCheck, root: Path, language: str | list) -> list[tuple[str, Path]]:
-    wanted = option_list(language, "language", NAME)
-    if _is_language_dir(root):
-        if wanted != ["all"] and wanted != [root.name]:
-            check.problem(f"ROOT is one language folder ({root.name}), but language={','.join(wanted)} was asked "
-                          "(use language=all, or point ROOT at the folder holding transcribed_data/)")
-        return [(root.name, Path("."))]
     base = Path("transcribed_data") if (root / "transcribed_data").is_dir() else Path(".")
-    if wanted == ["all"]:
-        present = sorted(d.name for d in (root / base).iterdir() if d.is_dir() and _is_language_dir(d))
-        if not present:
-            check.problem("no VoxPopuli language folder (one with asr_train.tsv, asr_dev.tsv, asr_test.tsv) under "
-                          f"{(base / '<lang>').as_posix()}/; run python -m voxpopuli.get_asr_data --root ROOT "
-                          "--lang <lang> first")
-        return [(lang, base / lang) for lang in present]
-    return [(lang, base / lang) for lang in wanted
-            if check.dir(base / lang, f"VoxPopuli transcribed data of {lang}") is not None]
+    return language_folders(
+        check, language, _is_language_dir, base=base, describe="VoxPopuli transcribed data of {}",
+        parent="the folder holding transcribed_data/",
+        none_found="no VoxPopuli language folder (one with asr_train.tsv, asr_dev.tsv, asr_test.tsv) under "
+                   f"{(base / '<lang>').as_posix()}/; run python -m voxpopuli.get_asr_data --root ROOT "
+                   "--lang <lang> first")
 
 
 def _audio(folder: Path, segment_id: str) -> Path:
@@ -83,15 +75,12 @@ def _value(row: dict[str, str], key: str) -> str | None:
 
 
 def prepare(root: Path, out: Path, *, language: str = "all", splits: str = "train,dev,test",
-            text: str = "normalized", seed: int = 0) -> dict[str, Any]:
+            text: str = "normalized", seed: int | str = 0) -> dict[str, Any]:
     check = TreeCheck(NAME, root)
-    wanted_splits = option_list(splits, "splits", NAME)
-    unknown = [s for s in wanted_splits if s not in SPLITS]
-    if unknown:
-        raise CorpusError(f"{NAME}: unknown split(s) {', '.join(unknown)}; VoxPopuli splits are {', '.join(SPLITS)}")
+    wanted_splits = option_list(splits, "splits", NAME, SPLITS, what="split(s)")
     if text not in TEXTS:
         raise CorpusError(f"{NAME}: text={text!r}; use one of {', '.join(TEXTS)}")
-    seed = int(seed)
+    seed = option_int(seed, "seed", NAME)
 
     bad_rows: list[str] = []
     tables = []
