@@ -163,6 +163,23 @@ def test_lora_merged_output_equals_unmerged_output(kind, upstream_specs):
         assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["ckpt", "hf"])
+def test_adapted_upstreams_keep_every_layer_in_train_mode(kind, upstream_specs, tmp_path):
+    """LayerDrop would drop layers from a training batch (transformers: from hidden_states)."""
+    if kind == "hf":  # a model whose config asks for heavy LayerDrop
+        spec = f"hf:{save_hf(tmp_path / 'hf', 'Wav2Vec2Model', extractor=LAYER_NORM_EXTRACTOR, layerdrop=0.9)}"
+        upstream, _ = _adapted(spec, "regime=full")
+    else:
+        upstream, _ = _adapted(upstream_specs[kind], "regime=full")
+        upstream.encoder.encoder.layerdrop = 0.9  # as a pretraining config could have it ...
+        apply_regime(upstream, _cfg("regime=full"))  # ... the regime switches it off again
+        assert upstream.encoder.encoder.layerdrop == 0.0
+    upstream.train()
+    waves, lengths = noise_batch()
+    for _ in range(5):
+        assert len(upstream(waves, lengths).layers) == upstream.num_layers
+
+
 @pytest.mark.parametrize("regime", ["full", "partial", "adapter", "lora"])
 def test_feature_upstreams_refuse_adaptation(regime):
     with pytest.raises(ConfigError, match="needs an upstream with Transformer layers.*'mfcc'.*regime=frozen"):

@@ -214,6 +214,7 @@ def apply_regime(upstream: nn.Module, cfg: BenchConfig) -> Adaptation:
         if adapt.gradient_checkpointing:
             enable_gradient_checkpointing(upstream)
         _disable_internal_masking(model)
+        _disable_layerdrop(model)
     trained = [n for n, p in upstream.named_parameters() if p.requires_grad]
     return Adaptation(
         regime=regime, label=regime_label(cfg),
@@ -238,6 +239,17 @@ def _disable_internal_masking(model: nn.Module) -> None:
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "apply_spec_augment"):
         config.apply_spec_augment = False
+
+
+def _disable_layerdrop(model: nn.Module) -> None:
+    """LayerDrop skips random layers in train mode. The weighted layer sum needs every layer
+    of every batch (transformers even leaves skipped layers out of ``hidden_states``), so
+    adapted upstreams train without it, ours and transformers' alike."""
+    if hasattr(model.encoder, "layerdrop"):  # our encoders
+        model.encoder.layerdrop = 0.0
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "layerdrop"):
+        config.layerdrop = 0.0
 
 
 def check_budget(tunable: int, cfg: AdaptConfig, where: str) -> None:
