@@ -91,7 +91,7 @@ class DemoBenchConfig:
     adapted_settings: list[str] = param(
         # An adapted upstream recomputes its features on every batch (no cache): a smaller
         # train subset and early stopping on a dev subset keep the run near a minute.
-        default_factory=lambda: ["train_hours=0.15", "dev_hours=0.05"],
+        default_factory=lambda: ["train_hours=0.15", "dev_hours=0.05", "train.lr=5e-3"],
         help="dotted overrides of `settings` for the adapted runs",
     )
     settings: BenchConfig = field(default_factory=_demo_bench)
