@@ -39,10 +39,10 @@ def test_demo_runs_then_reuses(tmp_path, capsys):
     assert 0.0 < quality["dev"]["all_frames"]["pnmi"] <= 1.0
     result = json.loads((tmp_path / "run" / "bench" / "pretrained" / "lid-mean_linear" / "result.json").read_text())
     assert result["upstream"].startswith("ckpt:") and len(result["layer_weights"]) == 2
-    # The adapted run: LoRA on the pretrained encoder, recorded with its regime and costs.
-    lora = json.loads((tmp_path / "run" / "bench" / "pretrained" / "lid-mean_linear-lora" / "result.json").read_text())
-    assert lora["regime"] == "lora" and lora["adaptation"]["upstream_tunable_params"] > 0
-    assert "| pretrained (lora) |" in table
+    # The adapted run: the pretrained encoder fine-tuned, recorded with its regime and costs.
+    tuned = json.loads((tmp_path / "run" / "bench" / "pretrained" / "lid-mean_linear-full" / "result.json").read_text())
+    assert tuned["regime"] == "full" and tuned["adaptation"]["upstream_tunable_params"] > 0
+    assert "| pretrained (full) |" in table
 
     # The report stage: everything the demo ran, from the demo's own result store.
     html = (tmp_path / "run" / "report" / "report.html").read_text()
