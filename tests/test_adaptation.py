@@ -40,7 +40,10 @@ def upstream_specs(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapt")
     # 3 Transformer layers in both, so bottom / middle / top blocks differ.
     ckpt = save_checkpoint(root / "ckpt" / "best.pt", "encoder.layers=3")
-    hf = save_hf(root / "hf", "Wav2Vec2Model", extractor=LAYER_NORM_EXTRACTOR, num_hidden_layers=3)
+    # A 20 ms frame rate (stride 5 * 8 * 8 = 320) as real models have: the upstream tests' tiny
+    # HF config frames at 1.6 kHz, which makes a training run on the tiny corpus take minutes.
+    hf = save_hf(root / "hf", "Wav2Vec2Model", extractor=LAYER_NORM_EXTRACTOR, num_hidden_layers=3,
+                 conv_dim=(32, 32, 32), conv_kernel=(10, 8, 4), conv_stride=(5, 8, 8))
     return {"ckpt": f"ckpt:{ckpt}", "hf": f"hf:{hf}"}
 
 
