@@ -103,31 +103,33 @@ class FeatureSource:
             self.cuts, batch_seconds=self.cfg.train.batch_seconds, shuffle=shuffle, seed=self.cfg.seed
         )
         sampler.set_epoch(epoch)
-        if self.cached is not None:
-            loader = DataLoader(CachedFeatureDataset(self.cached), sampler=sampler, batch_size=None)
-            for batch in loader:
-                yield LayerBatch(batch.layers.to(self.device), batch.lengths.to(self.device), batch.cut_ids, batch.supervisions)
-            return
-        workers = self.cfg.train.num_workers
+        return self._cached_batches(sampler) if self.cached is not None else self._live_batches(sampler)
+
+    def _cached_batches(self, sampler) -> Iterator[LayerBatch]:
+        loader = DataLoader(CachedFeatureDataset(self.cached), sampler=sampler, batch_size=None)
+        for batch in loader:
+            yield LayerBatch(batch.layers.to(self.device), batch.lengths.to(self.device), batch.cut_ids, batch.supervisions)
+
+    def _live_batches(self, sampler) -> Iterator[LayerBatch]:
         loader = DataLoader(
-            CutAudioDataset(seed=self.cfg.seed), sampler=sampler, batch_size=None, num_workers=workers,
-            persistent_workers=False,
+            CutAudioDataset(seed=self.cfg.seed), sampler=sampler, batch_size=None,
+            num_workers=self.cfg.train.num_workers, persistent_workers=False,
         )
         # An adapted upstream trains: its forward pass keeps the graph whenever gradients
-        # are on (training batches); evaluation runs under no_grad.
+        # are on (training batches). Otherwise (a frozen upstream, or evaluation under
+        # no_grad) it runs in inference mode.
         tuning = any(p.requires_grad for p in self.upstream.parameters())
         for audio in loader:
             audio = audio.to(self.device)
-            if tuning and torch.is_grad_enabled():
-                out = self.upstream(audio.waveforms, audio.lengths)
-                yield LayerBatch(torch.stack([out.layers[i] for i in self.layer_ids]).float(), out.lengths,
-                                 audio.cut_ids, audio.supervisions)
-                continue
-            with torch.inference_mode():
+            with torch.inference_mode(not (tuning and torch.is_grad_enabled())):
                 out = self.upstream(audio.waveforms, audio.lengths)
                 layers = torch.stack([out.layers[i] for i in self.layer_ids]).float()
-            # inference tensors cannot be saved for backward; clone() makes normal ones.
-            yield LayerBatch(layers.clone(), out.lengths.clone(), audio.cut_ids, audio.supervisions)
+            if torch.is_inference(layers):
+                # inference tensors cannot be saved for backward; clone() makes normal ones.
+                layers, lengths = layers.clone(), out.lengths.clone()
+            else:
+                lengths = out.lengths
+            yield LayerBatch(layers, lengths, audio.cut_ids, audio.supervisions)
 
 
 # ---------------------------------------------------------------- the run
@@ -444,16 +446,7 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
             # A training-free probe (cosine scoring): equal layer weights, dev scored once.
             featurizer.requires_grad_(False)
             fit = Fit(float(evaluate("dev", final=False)[task.primary_metric]), 0, [], 0, 0, 0.0)
-    torch.save(
-        {"format": RESULT_FORMAT, "config": to_dict(cfg), "probe": probe.state_dict(),
-         "featurizer": featurizer.state_dict(), "labels": task.label_state()},
-        run_dir / "best.pt",
-    )
-    if cfg.regime != "frozen":
-        from speechssl.upstream.tuned import ADAPTED_FILE, save_adapted
-
-        # Only what the regime trained; `tuned:<run dir>` rebuilds the adapted upstream.
-        save_adapted(upstream, cfg, run_dir / ADAPTED_FILE, base_fingerprint=upstream.fingerprint())
+    _save_weights(cfg, run_dir, task, featurizer, probe, upstream)
     t0 = time.perf_counter()
     test = evaluate("test", final=True)
     test_seconds = time.perf_counter() - t0
@@ -479,11 +472,9 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
         "upstream_meta": upstream.metadata(),
         "probe_params": probe_params,
         "adaptation": {
-            **adaptation.summary(),
-            "tunable_params": tunable,
+            **adaptation.summary(), "tunable_params": tunable,
             "step_seconds": round(fit.seconds / fit.updates, 4) if fit.updates else None,
-            "peak_memory_mb": None if peak.mb is None else round(peak.mb, 1),
-            "peak_memory_kind": peak.kind,
+            "peak_memory_mb": None if peak.mb is None else round(peak.mb, 1), "peak_memory_kind": peak.kind,
         },
         "probe_macs_per_second": macs,
         "probe_kinds": {"input": spec.input_kind, "output": spec.output_kind, "trainable": spec.trainable},
@@ -511,6 +502,21 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
     }
     write_text_atomic(run_dir / "result.json", json.dumps(result, indent=2, default=str) + "\n")
     return result
+
+
+def _save_weights(cfg: BenchConfig, run_dir: Path, task, featurizer: Featurizer, probe: nn.Module,
+                  upstream: nn.Module) -> None:
+    """The best probe (``best.pt``) and, for an adapted upstream, only the weights its regime
+    trained (``tuned:<run dir>`` rebuilds the adapted upstream from them)."""
+    torch.save(
+        {"format": RESULT_FORMAT, "config": to_dict(cfg), "probe": probe.state_dict(),
+         "featurizer": featurizer.state_dict(), "labels": task.label_state()},
+        run_dir / "best.pt",
+    )
+    if cfg.regime != "frozen":
+        from speechssl.upstream.tuned import ADAPTED_FILE, save_adapted
+
+        save_adapted(upstream, cfg, run_dir / ADAPTED_FILE, base_fingerprint=upstream.fingerprint())
 
 
 def _dev_health(cfg: BenchConfig, upstream, layer_ids: list[int], dev: FeatureSource, device) -> dict[str, Any] | None:
