@@ -80,6 +80,23 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
+def write_recording(path, seconds: float, rate: int = 16000, *, seed: int = 0, channels: int = 1,
+                    tone: float | None = None, **soundfile_options) -> None:
+    """A short recording for corpus-recipe tests: 0.1-std white noise, plus a 0.3-amplitude sine
+    at ``tone`` Hz when given, written by soundfile (format from the suffix unless
+    ``format=`` / ``subtype=`` say otherwise); parent folders are created."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.1 * rng.standard_normal(t.size) if tone is None else 0.3 * np.sin(2 * np.pi * tone * t) + \
+        0.05 * rng.standard_normal(t.size)
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, data.astype("float32"), rate, **soundfile_options)
+
+
 def noise_batch(lengths=(16000, 7001), seed=0, scale=0.1):
     """A zero-padded batch of white-noise "utterances" of the given sample counts."""
     gen = torch.Generator().manual_seed(seed)

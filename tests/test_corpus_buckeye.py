@@ -2,9 +2,8 @@
 
 import json
 
-import numpy as np
 import pytest
-import soundfile as sf
+from conftest import write_recording
 
 from speechssl.corpora import CorpusError, prepare
 from speechssl.corpora.buckeye import default_split
@@ -48,15 +47,10 @@ PHONES = [(0.20, "{B_TRANS}"), (0.30, "k"), (0.40, "ey;"), (0.50, "ey"), (0.60, 
 SECONDS = 4.0
 
 
-def _wav(path, seconds, seed=0):
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, (0.1 * rng.standard_normal(int(seconds * RATE))).astype("float32"), RATE, subtype="PCM_16")
-
 
 def make_track(root, track, *, seed=0):
     folder = root / track[:3]
-    _wav(folder / f"{track}.wav", SECONDS, seed=seed)
+    write_recording(folder / f"{track}.wav", SECONDS, RATE, seed=seed, subtype="PCM_16")
     (folder / f"{track}.words").write_text(HEADER.format(track=track, nfields=4) + "".join(
         f"    {end:.6f}  121 {label}\n" for end, label in WORDS), encoding="latin-1")
     (folder / f"{track}.phones").write_text(HEADER.format(track=track, nfields=1) + "".join(

@@ -4,9 +4,8 @@ EmoEvaluation summary blocks with annotator lines, transcriptions, five sessions
 import json
 import shutil
 
-import numpy as np
 import pytest
-import soundfile as sf
+from conftest import write_recording
 
 from speechssl.cli import main
 from speechssl.corpora import CorpusError, prepare
@@ -24,11 +23,6 @@ DIALOGS = {
 ANNOTATIONS = "C-E2:\tNeutral;\t()\nC-E3:\tNeutral;\t()\nC-F1:\tNeutral;\t(curious)\nA-E3:\tval 3; act 2; dom  2;\t()\n"
 
 
-def _write(path, seconds, seed):
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, (0.1 * rng.standard_normal(int(seconds * RATE))).astype("float32"), RATE, subtype="PCM_16")
-
 
 def make_iemocap(root):
     """Five sessions, 7 labelled turns each (5 in the 4-class setup); returns utterance id -> seconds."""
@@ -43,7 +37,8 @@ def make_iemocap(root):
             for k, (turn, category, text) in enumerate(turns):
                 utt = f"{dialog}_{turn}"
                 seconds = round(0.3 + 0.05 * ((n + k) % 5), 2)
-                _write(session / "sentences" / "wav" / dialog / f"{utt}.wav", seconds, n * 10 + d * 5 + k)
+                write_recording(session / "sentences" / "wav" / dialog / f"{utt}.wav", seconds, RATE,
+                                seed=n * 10 + d * 5 + k, subtype="PCM_16")
                 lengths[utt] = seconds
                 vad = f"[{2.5 + 0.5 * k:.4f}, {2.0 + k:.4f}, {3.0:.4f}]"
                 summary += [f"[{t:.4f} - {t + seconds:.4f}]\t{utt}\t{category}\t{vad}", ANNOTATIONS]

@@ -2,22 +2,14 @@
 
 import json
 
-import numpy as np
 import pytest
-import soundfile as sf
+from conftest import write_recording
 
 from speechssl.corpora import CorpusError, prepare
 from speechssl.data.manifests import load_cuts
 
 RATE = 16000
 
-
-def _wav(path, seconds, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * RATE)) / RATE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, (0.3 * np.sin(2 * np.pi * 200 * t) + 0.05 * rng.standard_normal(t.size)).astype("float32"),
-             RATE, subtype="PCM_16")
 
 
 # (dataset, language, utterance-id prefix, separator used in the transcript files)
@@ -33,7 +25,8 @@ def make_mlsuperb(root):
         ids = [f"{prefix}_{n:06d}" for n in range(5)]
         for n, utt in enumerate(ids):
             seconds[utt] = 0.3 + 0.1 * n
-            _wav(folder / "wav" / f"{utt}.wav", seconds[utt], seed=10 * f + n)
+            write_recording(folder / "wav" / f"{utt}.wav", seconds[utt], RATE, seed=10 * f + n, tone=200,
+                            subtype="PCM_16")
 
         def lines(chosen):
             return "".join(f"{utt}{sep}[{lang}]{sep}{lang} words of {utt}, Number {i}.\n" for i, utt in chosen)

@@ -4,9 +4,8 @@ release, VoxCeleb2 converted to wav beside its .m4a files, meta files and offici
 import json
 import shutil
 
-import numpy as np
 import pytest
-import soundfile as sf
+from conftest import write_recording
 
 from speechssl.cli import main
 from speechssl.corpora import CorpusError, prepare
@@ -62,18 +61,13 @@ def _seconds(i):
     return round(0.3 + 0.05 * (i % 6), 2)
 
 
-def _write(path, seconds, seed):
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, (0.1 * rng.standard_normal(int(seconds * RATE))).astype("float32"), RATE, subtype="PCM_16")
-
 
 def make_voxceleb(root, *, flat=False, vox2=True):
     """The mini tree; returns path id -> seconds of every wav written."""
     lengths = {}
     for i, (path_id, official) in enumerate(VOX1.items()):
         folder = "wav" if flat else f"{official}/wav"
-        _write(root / "vox1" / folder / f"{path_id}.wav", _seconds(i), i)
+        write_recording(root / "vox1" / folder / f"{path_id}.wav", _seconds(i), RATE, seed=i, subtype="PCM_16")
         lengths[path_id] = _seconds(i)
     (root / "vox1" / "vox1_meta.csv").write_text(VOX1_META)
     (root / "vox1" / "iden_split.txt").write_text(
@@ -84,7 +78,7 @@ def make_voxceleb(root, *, flat=False, vox2=True):
     if vox2:
         for i, (path_id, official) in enumerate(VOX2.items(), start=len(VOX1)):
             wav = root / "vox2" / official / "aac" / f"{path_id}.wav"  # converted in place
-            _write(wav, _seconds(i), i)
+            write_recording(wav, _seconds(i), RATE, seed=i, subtype="PCM_16")
             wav.with_suffix(".m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A ")  # the original AAC file
             lengths[path_id] = _seconds(i)
         # An .m4a nobody converted: not used, counted in corpus.json.
