@@ -3,23 +3,14 @@
 import json
 import os
 
-import numpy as np
 import pytest
-import soundfile as sf
+from conftest import write_recording
 
 from speechssl.cli import main
 from speechssl.corpora import CorpusError, prepare
 from speechssl.data.manifests import load_cuts
 from speechssl.downstream.tasks.asv import read_trials
 
-
-def _write(path, seconds, rate, *, channels=1, seed=0, tone=220.0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    wave = 0.3 * np.sin(2 * np.pi * tone * t) + 0.05 * rng.standard_normal(t.size)
-    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, data.astype("float32"), rate)
 
 
 def make_folder(root, *, speakers=6, per_speaker=6, with_split=False):
@@ -32,7 +23,8 @@ def make_folder(root, *, speakers=6, per_speaker=6, with_split=False):
             i = s * per_speaker + k
             stereo = k == 0
             name = f"spk{s}/rec_{k}.{'ogg' if stereo else 'wav'}"
-            _write(root / name, 1.0 + 0.1 * k, rates[i % 4], channels=2 if stereo else 1, seed=i, tone=150 + 40 * s)
+            write_recording(root / name, 1.0 + 0.1 * k, rates[i % 4], channels=2 if stereo else 1, seed=i,
+                            tone=150 + 40 * s)
             split = (",train" if k < 4 else ",dev" if k == 4 else ",test") if with_split else ""
             rows.append(f"{name},S{s},{language},utterance {k},{['neutral', 'happy'][k % 2]}{split}")
     (root / "broken").mkdir(exist_ok=True)
@@ -114,7 +106,7 @@ def make_kaldi(root):
         scp, segments, text, utt2spk, utt2lang, spk2gender = [], [], [], [], [], []
         for s in speakers:
             rec = f"{s}_long"
-            _write(root / "wav" / f"{rec}.flac", 3.0, 16000, seed=ord(s))
+            write_recording(root / "wav" / f"{rec}.flac", 3.0, 16000, seed=ord(s))
             scp.append(f"{rec} wav/{rec}.flac")
             for k in range(3):
                 utt = f"{s}-{k}"
@@ -158,7 +150,7 @@ def test_kaldi_refuses_pipes_and_outside_paths_unless_allowed(tmp_path):
     cuts = {c.id: c for c in load_cuts(tmp_path / "out", "train")}
     assert cuts["a_long"].duration == pytest.approx(3.0) and "/audio/" in cuts["a_long"].recording.sources[0].source
     (data / "train" / "wav.scp").write_text(f"a_long {tmp_path / 'elsewhere.flac'}\n")
-    _write(tmp_path / "elsewhere.flac", 1.0, 16000)
+    write_recording(tmp_path / "elsewhere.flac", 1.0, 16000)
     with pytest.raises(CorpusError, match="outside the corpus root.*allow_outside=true"):
         prepare("kaldi", data / "train", tmp_path / "out", split="train")
     allowed = prepare("kaldi", data / "train", tmp_path / "out", split="train", allow_outside="true")
