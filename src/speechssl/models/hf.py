@@ -502,10 +502,12 @@ def _write_export(
         (tmp / CONFIG_FILE).write_text(hf_cfg.to_json_string(), encoding="utf-8")
         preprocessor.to_json_file(str(tmp / PREPROCESSOR_FILE))
 
-    return _write_dir_atomically(out_dir, write, overwrite=overwrite)
+    return write_dir_atomically(out_dir, write, overwrite=overwrite)
 
 
-def _write_dir_atomically(out_dir: Path, write: Callable[[Path], None], *, overwrite: bool) -> Path:
+def write_dir_atomically(out_dir: Path, write: Callable[[Path], None], *, overwrite: bool) -> Path:
+    """``write(tmp)`` fills a temp directory beside ``out_dir``, which is then renamed into place:
+    a reader never sees half a directory. A non-empty ``out_dir`` is replaced only with ``overwrite``."""
     if out_dir.exists():
         if not out_dir.is_dir():
             raise ConfigError(f"{out_dir}: exists and is not a directory")

@@ -61,16 +61,15 @@ def _adapted_file(run_dir: str | Path) -> Path:
 def read_adapted(run_dir: str | Path) -> tuple[Path, dict[str, Tensor], Any]:
     """(file, trained weights, the run's BenchConfig) of a run directory or adapted file."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     from speechssl.config import from_dict
     from speechssl.downstream.config import BenchConfig
 
     path = _adapted_file(run_dir)
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="pt") as handle:  # one open: metadata and tensors
             metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except Exception as exc:  # truncated or not a safetensors file
         raise ConfigError(f"tuned: cannot read {path}: {exc}") from exc
     if metadata.get("format") != FORMAT:
@@ -122,7 +121,7 @@ def export_tuned(run_dir: str | Path, out_dir: str | Path, *, merge: bool = Fals
     ``adapter_config.json`` (``merge=False``), or a full transformers model directory
     (``merge=True``; loadable as ``hf:<out_dir>``)."""
     from speechssl.config import to_dict
-    from speechssl.models.hf import _write_dir_atomically
+    from speechssl.models.hf import write_dir_atomically
 
     path, _, cfg = read_adapted(run_dir)
     out_dir = Path(out_dir)
@@ -133,7 +132,7 @@ def export_tuned(run_dir: str | Path, out_dir: str | Path, *, merge: bool = Fals
                       "adapt": to_dict(cfg.adapt)}
             (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
-        return _write_dir_atomically(out_dir, write_adapter, overwrite=overwrite)
+        return write_dir_atomically(out_dir, write_adapter, overwrite=overwrite)
     if cfg.regime == "adapter":
         raise ConfigError("tuned: Houlsby adapters cannot be merged into a transformers Wav2Vec2 model (the "
                           "architecture has no place for them); export without --merge, or use the run as "
@@ -147,7 +146,7 @@ def export_tuned(run_dir: str | Path, out_dir: str | Path, *, merge: bool = Fals
 
 
 def _export_full(upstream: Upstream, out_dir: Path, overwrite: bool) -> Path:
-    from speechssl.models.hf import PREPROCESSOR_FILE, _write_dir_atomically, export_hf
+    from speechssl.models.hf import PREPROCESSOR_FILE, write_dir_atomically, export_hf
     from speechssl.upstream.hf import HFUpstream
     from speechssl.upstream.native import NativeUpstream
 
@@ -159,5 +158,5 @@ def _export_full(upstream: Upstream, out_dir: Path, overwrite: bool) -> Path:
             if (upstream.directory / PREPROCESSOR_FILE).is_file():
                 shutil.copyfile(upstream.directory / PREPROCESSOR_FILE, tmp / PREPROCESSOR_FILE)
 
-        return _write_dir_atomically(out_dir, write_model, overwrite=overwrite)
+        return write_dir_atomically(out_dir, write_model, overwrite=overwrite)
     raise ConfigError(f"tuned: cannot export a {type(upstream).__name__} as a transformers model")
