@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv clean
+.PHONY: demo test test-slow venv clean lm
 
 venv: $(STAMP)
 
@@ -36,6 +36,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Optional: n-gram LM decoding (kenlm compiles from source, ~1 min). pyctcdecode goes in
+# --no-deps because it declares numpy<2 but runs on numpy 2 (see pyproject.toml).
+lm: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[lm]"
+	$(BIN)/python -m pip install --quiet --no-deps "pyctcdecode>=0.5"
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
