@@ -38,11 +38,23 @@ class ProbeConfig:
     hidden: int = param(
         256, gt=0,
         help="width of the probe body: BiLSTM units per direction, MLP/CNN/TDNN/ECAPA channels, "
-        "Transformer/Conformer/decoder model size (SUPERB's ASR BiLSTM: 1024)",
+        "Transformer/Conformer/E-Branchformer/decoder model size (SUPERB's ASR BiLSTM: 1024)",
     )
-    num_layers: int = param(2, min=1, help="layers (blocks) of the BiLSTM / CNN / Transformer / Conformer body")
-    heads: int = param(4, min=1, help="attention heads (Transformer, Conformer, attention decoder); must divide hidden")
-    kernel_size: int = param(15, min=1, help="depthwise convolution kernel (CNN body, Conformer convolution module)")
+    num_layers: int = param(
+        2, min=1, help="layers (blocks) of the BiLSTM / CNN / Transformer / Conformer / E-Branchformer body"
+    )
+    heads: int = param(
+        4, min=1, help="attention heads (Transformer, Conformer, E-Branchformer, attention decoder); must divide hidden"
+    )
+    kernel_size: int = param(
+        15, min=1, help="depthwise convolution kernel (CNN body, Conformer convolution module, "
+        "E-Branchformer cgMLP gate and branch merge)"
+    )
+    pre_project: int = param(
+        0, min=0, help="linear projection of the features to this width before the probe's encoder "
+        "(ML-SUPERB 2.0: 1280 -> 80); applies to every encoder-based probe (*_ctc, *_pool, *_ctcattn, "
+        "linear_ctc, mean_linear, asp_linear), not to the speaker probes xvector, ecapa, cosine; 0 = off"
+    )
     dropout: float = param(0.2, min=0.0, lt=1.0)
     embed_dim: int = param(256, gt=0, help="speaker embedding size (x-vector, ECAPA)")
     margin: float = param(0.2, min=0.0, help="AM-softmax / AAM-softmax margin (speaker training)")
@@ -81,6 +93,13 @@ class AsrConfig:
         8, min=1, help="beam width on the test set: CTC prefix beam search, or joint CTC-attention beam search "
         "for *_ctcattn probes (1 = greedy only)"
     )
+    lm_order: int = param(
+        0, min=0, max=6, help="asr / asr_lid: also decode the test set with a word n-gram LM of this order estimated "
+        "on the train transcripts (shallow fusion in CTC beam search via pyctcdecode + kenlm, the lm extra); 0 = off"
+    )
+    lm_alpha: float = param(0.5, min=0.0, help="LM weight of shallow fusion")
+    lm_beta: float = param(1.0, help="word insertion bonus of shallow fusion")
+    worst_languages: int = param(15, min=1, help="asr_lid: N of the worst-N languages mean (ML-SUPERB 2.0: 15)")
 
 
 @dataclass
@@ -167,7 +186,7 @@ class BenchConfig:
     """A benchmark run. `speechssl bench --upstream U --task T [--probe P] [--data DIR] KEY=VALUE...`"""
 
     upstream: str = param("mfcc", help="mfcc | fbank | ge2e | hf:<local dir> | ckpt:<checkpoint or run dir>")
-    task: Literal["asr", "pr", "lid", "asv", "er", "ic", "sf", "sa", "ast"] = param(
+    task: Literal["asr", "asr_lid", "pr", "lid", "asv", "er", "ic", "sf", "sa", "ast"] = param(
         "lid", help="downstream task (docs/benchmark.md, 'Tasks')"
     )
     probe: str = param("", help="probe family ('' = the task's default)")

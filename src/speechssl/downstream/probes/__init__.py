@@ -16,7 +16,7 @@ from torch import nn
 
 from speechssl.downstream.config import ProbeConfig
 from speechssl.downstream.probes.base import COMPATIBLE, ProbeSpec, masked_mean, masked_mean_std, padding_mask
-from speechssl.downstream.probes.encoders import ENCODERS, FrameEncoder
+from speechssl.downstream.probes.encoders import ENCODERS, FrameEncoder, build_encoder
 from speechssl.downstream.probes.heads import AttentiveStatsPoolHead, CTCHead, MeanPoolHead
 from speechssl.downstream.probes.seq2seq import CTCAttentionHead
 from speechssl.downstream.probes.speaker import ECAPA, CosineScorer, XVector
@@ -29,23 +29,28 @@ ENCODER_DESCRIPTIONS = {
     "cnn": "1-D convolution blocks (ContextNet-like: depthwise-separable, squeeze-excitation)",
     "transformer": "Transformer encoder",
     "conformer": "Conformer encoder",
+    "ebranchformer": "E-Branchformer encoder (parallel attention and cgMLP branches, convolutional merge)",
 }
 
 
+# Encoder-based probes build their encoder with build_encoder, which honours
+# cfg.pre_project; the speaker probes read the features directly and ignore it.
+
+
 def _ctc(encoder: str, in_dim: int, num_outputs: int, cfg: ProbeConfig) -> nn.Module:
-    return CTCHead(ENCODERS[encoder](in_dim, cfg), num_outputs)
+    return CTCHead(build_encoder(encoder, in_dim, cfg), num_outputs)
 
 
 def _pool(encoder: str, in_dim: int, num_outputs: int, cfg: ProbeConfig) -> nn.Module:
-    return MeanPoolHead(ENCODERS[encoder](in_dim, cfg), num_outputs)
+    return MeanPoolHead(build_encoder(encoder, in_dim, cfg), num_outputs)
 
 
 def _ctcattn(encoder: str, in_dim: int, num_outputs: int, cfg: ProbeConfig) -> nn.Module:
-    return CTCAttentionHead(ENCODERS[encoder](in_dim, cfg), num_outputs, cfg)
+    return CTCAttentionHead(build_encoder(encoder, in_dim, cfg), num_outputs, cfg)
 
 
 def _asp(in_dim: int, num_outputs: int, cfg: ProbeConfig) -> nn.Module:
-    return AttentiveStatsPoolHead(ENCODERS["identity"](in_dim, cfg), num_outputs, cfg)
+    return AttentiveStatsPoolHead(build_encoder("identity", in_dim, cfg), num_outputs, cfg)
 
 
 def _registry() -> dict[str, ProbeSpec]:

@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from speechssl.downstream.config import ProbeConfig
 from speechssl.downstream.probes.base import SqueezeExcitation, padding_mask
+from speechssl.errors import ConfigError
 
 
 class FrameEncoder(nn.Module):
@@ -269,6 +270,144 @@ class Conformer(FrameEncoder):
         return hidden, lengths
 
 
+# ---------------------------------------------------------------- E-Branchformer
+
+CGMLP_EXPANSION = 4
+"""Width of the cgMLP's up-projection as a multiple of ``hidden`` (the gate then halves it).
+
+ESPnet's E-Branchformer recipes pair a model size of 256 with ``cgmlp_linear_units`` 1024
+(LibriSpeech-100), i.e. 4: the gated half (2 x hidden) is then as wide as a Conformer's
+GLU output is to its input, and the probe stays close to a Conformer's size at equal
+``hidden`` (see the parameter-count test)."""
+
+
+class _ConvolutionalGatingMLP(nn.Module):
+    """cgMLP, E-Branchformer's local branch (Sakuma et al. 2021; Peng et al. 2022).
+
+    LayerNorm, linear up to ``CGMLP_EXPANSION * hidden``, GELU, then the convolutional
+    gating unit: the channels split in two halves, one half goes through LayerNorm and a
+    depthwise convolution over time and multiplies the other, and a linear layer maps
+    the product back to ``hidden``. The gate has no activation (ESPnet's default
+    ``gate_activation: identity``).
+
+    The gate's convolution starts at weight ~0 and bias 1 (ESPnet's and WeNet's
+    initialisation), so at first the gate is 1 and the branch is a plain GELU MLP; the
+    local context it learns is then a correction of a working branch rather than random
+    multiplicative noise on it.
+    """
+
+    def __init__(self, hidden: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        width = CGMLP_EXPANSION * hidden
+        half = width // 2
+        self.norm = nn.LayerNorm(hidden)
+        self.expand = nn.Linear(hidden, width)
+        self.activation = nn.GELU()
+        self.gate_norm = nn.LayerNorm(half)
+        self.gate_conv = nn.Conv1d(half, half, kernel_size, padding="same", groups=half)
+        nn.init.normal_(self.gate_conv.weight, std=1e-6)
+        nn.init.ones_(self.gate_conv.bias)
+        self.dropout = nn.Dropout(dropout)
+        self.project = nn.Linear(half, hidden)
+
+    def forward(self, h: Tensor, padded: Tensor) -> Tensor:
+        """``h [B, T, H]``; ``padded [B, T]`` is True on padding (zeroed before the convolution)."""
+        content, gate = self.activation(self.expand(self.norm(h))).chunk(2, dim=-1)
+        gate = self.gate_norm(gate).masked_fill(padded[..., None], 0.0)
+        gate = self.gate_conv(gate.transpose(1, 2)).transpose(1, 2)
+        return self.project(self.dropout(content * gate))
+
+
+class _EBranchformerBlock(nn.Module):
+    """FFN/2; self-attention and cgMLP side by side on the same input; merge; FFN/2; LayerNorm.
+
+    The merge is E-Branchformer's "enhanced" one (Kim et al. 2022): the two branch outputs
+    are concatenated, a depthwise convolution over time of the concatenation is added to
+    it (so the merge also sees neighbouring frames), and a linear layer maps the sum back
+    to ``hidden`` for the residual. The merge convolution reuses ``cfg.kernel_size``, as
+    ESPnet's LibriSpeech-100 recipe sets ``merge_conv_kernel`` equal to the cgMLP's kernel
+    (31); one knob fewer, and both convolutions see the same context.
+    """
+
+    def __init__(self, hidden: int, heads: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        self.feed_forward_in = _HalfStepFeedForward(hidden, dropout)
+        self.attention_norm = nn.LayerNorm(hidden)
+        self.attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.cgmlp = _ConvolutionalGatingMLP(hidden, kernel_size, dropout)
+        self.branch_dropout = nn.Dropout(dropout)
+        self.merge_conv = nn.Conv1d(2 * hidden, 2 * hidden, kernel_size, padding="same", groups=2 * hidden)
+        self.merge_project = nn.Linear(2 * hidden, hidden)
+        self.merge_dropout = nn.Dropout(dropout)
+        self.feed_forward_out = _HalfStepFeedForward(hidden, dropout)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, h: Tensor, padded: Tensor) -> Tensor:
+        """``padded [B, T]`` is True on padding: attention keys to ignore, frames zeroed before convolutions."""
+        h = self.feed_forward_in(h)
+        query = self.attention_norm(h)
+        attended, _ = self.attention(query, query, query, key_padding_mask=padded, need_weights=False)
+        local = self.cgmlp(h, padded)
+        both = torch.cat([self.branch_dropout(attended), self.branch_dropout(local)], dim=-1)
+        # masked_fill rather than a 0/1 product: it also clears a non-finite value on padding.
+        both = both.masked_fill(padded[..., None], 0.0)
+        merged = both + self.merge_conv(both.transpose(1, 2)).transpose(1, 2)
+        h = h + self.merge_dropout(self.merge_project(merged))
+        return self.norm(self.feed_forward_out(h))
+
+
+class EBranchformer(FrameEncoder):
+    """E-Branchformer (Kim et al. 2022), one of ML-SUPERB 2.0's three downstream encoders,
+    on a linear projection, without the convolutional subsampling.
+
+    Where a Conformer chains attention (global context) and convolution (local context),
+    E-Branchformer runs them as parallel branches and learns how to merge them. As in
+    :class:`Conformer`, absolute sinusoidal positions are added once at the input instead
+    of ESPnet's relative-position attention, which keeps a plain ``nn.MultiheadAttention``;
+    every block ends in a LayerNorm, so no final norm is added.
+    """
+
+    def __init__(self, in_dim: int, cfg: ProbeConfig) -> None:
+        super().__init__()
+        self.input = _PositionalProjection(in_dim, cfg.hidden, cfg.dropout)
+        self.blocks = nn.ModuleList(
+            _EBranchformerBlock(cfg.hidden, cfg.heads, cfg.kernel_size, cfg.dropout) for _ in range(cfg.num_layers)
+        )
+        self.out_dim = cfg.hidden
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        padded = ~padding_mask(lengths, x.shape[1])
+        hidden = self.input(x)
+        for block in self.blocks:
+            hidden = block(hidden, padded)
+        return hidden, lengths
+
+
+# ---------------------------------------------------------------- pre-encoder projection
+
+
+class PreProjected(FrameEncoder):
+    """A linear layer ``in_dim -> cfg.pre_project`` in front of another encoder.
+
+    ML-SUPERB 2.0 projects large SSL features (e.g. 1280-dim XLS-R) down to a small width
+    (80) before the downstream encoder, so the encoder's cost and size no longer depend
+    on the upstream's width and upstreams of different widths get the same body. As a
+    wrapper the heads see one more encoder and need no change. A plain linear layer (no
+    norm, activation or dropout), as ESPnet's linear pre-encoder.
+    """
+
+    def __init__(self, in_dim: int, cfg: ProbeConfig, inner: Callable[[int, ProbeConfig], FrameEncoder]) -> None:
+        super().__init__()
+        if cfg.pre_project < 1:
+            raise ConfigError(f"probe_cfg.pre_project: a pre-projection needs a width >= 1, got {cfg.pre_project}")
+        self.project = nn.Linear(in_dim, cfg.pre_project)
+        self.inner = inner(cfg.pre_project, cfg)
+        self.out_dim = self.inner.out_dim
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return self.inner(self.project(x), lengths)
+
+
 ENCODERS: dict[str, Callable[[int, ProbeConfig], FrameEncoder]] = {
     "identity": Identity,
     "mlp": FrameMLP,
@@ -276,4 +415,13 @@ ENCODERS: dict[str, Callable[[int, ProbeConfig], FrameEncoder]] = {
     "cnn": SeparableCNN,
     "transformer": Transformer,
     "conformer": Conformer,
+    "ebranchformer": EBranchformer,
 }
+
+
+def build_encoder(name: str, in_dim: int, cfg: ProbeConfig) -> FrameEncoder:
+    """Encoder ``name`` on ``in_dim``-dim frames, behind a :class:`PreProjected` layer when
+    ``cfg.pre_project`` > 0 (every probe built from an encoder goes through here)."""
+    if cfg.pre_project > 0:
+        return PreProjected(in_dim, cfg, ENCODERS[name])
+    return ENCODERS[name](in_dim, cfg)
