@@ -277,8 +277,8 @@ def test_multilingual_aggregates():
     assert m["per_language"] == pytest.approx({"deu": 0.5, "eng": 0.2, "fra": 0.2, "swa": 0.9})
     assert m["n_languages"] == 4
     assert m["macro"] == pytest.approx(0.45)
-    # deviations -0.25 -0.25 0.05 0.45: population variance 0.33 / 4
-    assert m["std"] == pytest.approx(math.sqrt(0.33 / 4))
+    # deviations -0.25 -0.25 0.05 0.45: sample variance 0.33 / 3 (ML-SUPERB's statistics.stdev)
+    assert m["std"] == pytest.approx(math.sqrt(0.33 / 3))
     assert m["worst_languages"] == ["swa", "deu"] and m["worst_mean"] == pytest.approx(0.7)
     assert m["dataset_range"] == pytest.approx({"eng": 0.2})
     assert m["max_dataset_range"] == pytest.approx(0.2) and m["max_dataset_range_language"] == "eng"
@@ -298,7 +298,29 @@ def test_multilingual_accuracy_worst_is_lowest_and_no_range():
     assert (u["upstream"], v["upstream"]) == ("u", "v")
     assert u["worst_languages"] == ["fr"] and u["worst_mean"] == pytest.approx(0.5)
     assert u["max_dataset_range"] is None and u["max_dataset_range_language"] is None
-    assert v["std"] == 0.0
+    assert v["std"] is None  # one language: no sample std
+
+
+def test_multilingual_one_run_scored_per_dataset():
+    """A joint run stores pooled per-language rows (split test) and per-(language, dataset) rows
+    (split test@<dataset>); its dataset column is the training data, which keeps shots apart."""
+    rows = []
+    for train, shift in (("ml:train_1min", 0.2), ("ml:train_4min", 0.0)):
+        rows += [row("u", 0.3 + shift, metric="cer", language="en", dataset=train),
+                 row("u", 0.5 + shift, metric="cer", language="fr", dataset=train),
+                 row("u", 0.2 + shift, metric="cer", language="en", dataset=train, split="test@clean"),
+                 row("u", 0.5 + shift, metric="cer", language="en", dataset=train, split="test@telephone"),
+                 row("u", 0.5 + shift, metric="cer", language="fr", dataset=train, split="test@clean"),
+                 row("u", 0.9, metric="cer", language="fr", dataset=train, split="dev@clean")]
+    few, more = [m for m in multilingual(rows, metric="cer") if m["split"] == "test"]
+    assert (few["train_data"], more["train_data"]) == ("ml:train_1min", "ml:train_4min")
+    # per language: the pooled rows, not the mean over datasets (0.35 for en)
+    assert more["per_language"] == pytest.approx({"en": 0.3, "fr": 0.5})
+    assert more["per_dataset"]["en"] == pytest.approx({"clean": 0.2, "telephone": 0.5})
+    assert more["per_dataset"]["fr"] == pytest.approx({"clean": 0.5})
+    assert more["dataset_range"] == pytest.approx({"en": 0.3}) and more["n_datasets"] == 2
+    assert few["macro"] == pytest.approx(0.6) and more["macro"] == pytest.approx(0.4)
+    assert more["std"] == pytest.approx(math.sqrt(2 * 0.1 ** 2))
 
 
 def test_lid_accuracy():

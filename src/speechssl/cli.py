@@ -57,6 +57,16 @@ def _cmd_corpus_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_corpus_datasets(args: argparse.Namespace) -> int:
+    from speechssl.data.datasets import derive_datasets, format_summary
+
+    info = derive_datasets(args.source, args.out, datasets=args.datasets, shots=args.shots, seed=args.seed,
+                           workers=args.workers, overwrite=args.overwrite)
+    print(format_summary(info))
+    print(f"corpus: {args.out} (use it as --data {args.out})")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from speechssl.config import load_config
     from speechssl.demo import DemoConfig, run_demo
@@ -180,6 +190,28 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = load_config(BenchConfig, args.config, overrides)
     result = run_bench(cfg, args.out, fresh=args.fresh, progress=not args.no_progress)
     print(format_result(result))
+    if args.store is not None:
+        from speechssl.benchmark.store import ResultStore
+
+        with ResultStore(args.store) as store:
+            run_id = store.add_result(result)
+        print(f"stored as {run_id} in {args.store}")
+    return 0
+
+
+def _cmd_bench_multilingual(args: argparse.Namespace) -> int:
+    from speechssl.config import load_config
+    from speechssl.downstream.config import BenchConfig
+    from speechssl.downstream.multilingual import check_shots, format_summary, multilingual_overrides, run_dir
+    from speechssl.downstream.runner import run_bench
+
+    overrides = multilingual_overrides(upstream=args.upstream, arch=args.arch, framework=args.framework,
+                                       regime=args.regime, shots=args.shots, data=args.data, lm_order=args.lm_order)
+    cfg = load_config(BenchConfig, args.config, overrides + list(args.overrides))
+    check_shots(cfg)
+    out = args.out or run_dir(cfg, args.arch, args.framework, args.regime)
+    result = run_bench(cfg, out, fresh=args.fresh, progress=not args.no_progress)
+    print(format_summary(result))
     if args.store is not None:
         from speechssl.benchmark.store import ResultStore
 
@@ -424,6 +456,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--batch-seconds", type=float, default=60.0, help="batch budget for the bucketing report")
     check.set_defaults(handler=_cmd_corpus_check)
 
+    derived = corpus_verbs.add_parser(
+        "datasets", help="ML-SUPERB-style datasets per language and few-shot train splits from a corpus",
+        description="Put every train/dev/test utterance of SOURCE into one of several datasets (recording "
+                    "conditions: clean, telephone, reverb, noise), balanced per split and language, and write "
+                    "few-shot train splits train_<shot> per (language, dataset) pair, smaller ones nested in larger "
+                    "ones. Deterministic given --seed; re-running with the same settings reuses the output. "
+                    "See docs/corpora.md.")
+    _add_common(derived)
+    derived.add_argument("source", type=Path, metavar="SOURCE", help="corpus directory (e.g. data/synth)")
+    derived.add_argument("--out", type=Path, required=True, help="output directory")
+    derived.add_argument("--datasets", default="clean,telephone,reverb",
+                         help="comma-separated datasets: clean, telephone, reverb, noise (default clean,telephone,reverb)")
+    derived.add_argument("--shots", default="1min,4min",
+                         help="comma-separated few-shot sizes per (language, dataset), e.g. 10min,1h (default 1min,4min)")
+    derived.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    derived.add_argument("--workers", type=int, default=2, help="processes degrading audio (default 2)")
+    derived.add_argument("--overwrite", action="store_true", help="replace datasets derived with other settings")
+    derived.set_defaults(handler=_cmd_corpus_datasets)
+
     prep = verbs.add_parser(
         "prepare", help="manifests of a real corpus from its local copy (librispeech, commonvoice, folder, kaldi, ...)",
         description="Check a local corpus tree (everything missing is named at once), then write the manifest "
@@ -558,6 +609,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-store", dest="store", action="store_const", const=None, help="do not record the run")
     _add_overrides(bench)
     bench.set_defaults(handler=_cmd_bench)
+
+    multi = verbs.add_parser(
+        "bench-multilingual", help="ML-SUPERB 2.0: joint multilingual ASR + LID with an architecture, regime and shots",
+        description="Train one joint ASR + LID model ([lang] text, CTC or CTC-attention) on every language and "
+                    "dataset of the corpus and score it as ML-SUPERB 2.0: macro CER, std and worst-N across "
+                    "languages, CER range across datasets of a language, macro LID accuracy (docs/multilingual.md).")
+    _add_common(multi)
+    multi.add_argument("--upstream", required=True, help="mfcc | fbank | hf:<dir> | ckpt:<path> | tuned:<run>")
+    multi.add_argument("--arch", default="transformer",
+                       choices=["transformer", "transformer-deep", "conformer", "ebranchformer"],
+                       help="downstream architecture (default: the 2-layer Transformer baseline)")
+    multi.add_argument("--framework", default="ctc", choices=["ctc", "ctcattn"], help="CTC or hybrid CTC-attention")
+    multi.add_argument("--regime", default="frozen", help="frozen | full | partial-bottom|middle|top[K] | adapter | lora")
+    multi.add_argument("--shots", default=None,
+                       help="few-shot train split train_<SHOTS> per language-dataset pair, e.g. 10min, 1h (default: all)")
+    multi.add_argument("--lm-order", type=int, default=None, help="also decode with a word n-gram LM of this order")
+    multi.add_argument("--data", default=None, help="corpus with custom.dataset labels (speechssl corpus datasets)")
+    multi.add_argument("--out", type=Path, default=None, help="run directory (default runs/multilingual/...)")
+    multi.add_argument("--fresh", action="store_true", help="retrain even if the run directory has this result")
+    multi.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_store(multi)
+    multi.add_argument("--no-store", dest="store", action="store_const", const=None, help="do not record the run")
+    _add_overrides(multi)
+    multi.set_defaults(handler=_cmd_bench_multilingual)
 
     results = verbs.add_parser(
         "results", help="the result store: import, export and list runs",

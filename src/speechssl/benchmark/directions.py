@@ -18,7 +18,7 @@ LOWER_IS_BETTER = frozenset(
 HIGHER_IS_BETTER = frozenset(
     {"acc", "accuracy", "f1", "macro_f1", "bleu", "chrf", "precision", "recall", "auc",
      "map", "ndcg", "mos", "score", "slu_f1", "sf1", "corr", "pearson", "spearman",
-     "uar", "slot_type_f1", "pos_accuracy", "pos_accuracy_aligned"}
+     "uar", "slot_type_f1", "pos_accuracy", "pos_accuracy_aligned", "lid_accuracy"}
 )
 
 

@@ -241,11 +241,13 @@ def language_bars(
     *,
     metric: str = "cer",
     title: str = "",
+    worst: Mapping[str, Sequence[str]] | None = None,
 ) -> bytes:
     """Per-language scores: languages on the x axis, one bar per upstream in each group.
 
     ``per_upstream``: ``{upstream: {language: value}}``; a language an upstream lacks gets no
-    bar.
+    bar. ``worst`` ``{upstream: [languages]}`` outlines those bars in black and marks them
+    with a triangle (ML-SUPERB 2.0's worst languages).
     """
     per_upstream = {u: {k: v for k, v in langs.items() if _finite(v)} for u, langs in per_upstream.items()}
     per_upstream = {u: v for u, v in per_upstream.items() if v}
@@ -262,6 +264,13 @@ def language_bars(
         xs = [x[i] - 0.4 + width * (j + 0.5) for i, lang in enumerate(languages) if lang in langs]
         ys = [float(langs[lang]) for lang in languages if lang in langs]
         ax.bar(xs, ys, width * 0.92, color=_colour(j), label=upstream)
+        marked = set((worst or {}).get(upstream, ()))
+        for xi, yi, lang in zip(xs, ys, [lang for lang in languages if lang in langs]):
+            if lang in marked:
+                ax.bar([xi], [yi], width * 0.92, fill=False, edgecolor="black", linewidth=1.2)
+                ax.plot([xi], [yi], marker="v", color="black", markersize=4, linestyle="none")
+    if worst:
+        ax.plot([], [], marker="v", color="black", linestyle="none", label="worst languages")
     ax.set_xticks(x, languages, fontsize=8)
     ax.set_ylabel(metric, fontsize=9)
     return _finish_bars(fig, ax, title)

@@ -615,41 +615,93 @@ def _regime_bar_entries(entries: list[dict]) -> list[dict]:
 
 def _multilingual_section(rows: list[dict]) -> Section:
     section = Section("Multilingual", "multilingual")
-    metrics = sorted({r["metric"] for r in rows if r.get("language")})
+    metrics = sorted({r["metric"] for r in rows if r.get("language") and "@" not in (r.get("split") or "")})
     if not metrics:
         return section.add("Absent: no run reported per-language scores.")
     section.add("Per-language scores aggregated per system (ML-SUPERB style): the macro average over languages, "
-                "their standard deviation across languages, and the mean of the worst languages.")
+                "their sample standard deviation across languages, the mean of the worst languages and, where "
+                "a run was scored per dataset, the widest range of a language's score across datasets.")
+    _mlsuperb_table(section, rows)
     for metric in metrics:
         try:
             results = stats.multilingual(rows, metric=metric)
         except ConfigError as exc:
             section.add(f"Per-language {metric} could not be aggregated: {exc}")
             continue
+        results = [r for r in results if r["split"] == "test"]
+        if not results:
+            continue
         show_regime = any(r["regime"] != "frozen" for r in results)
+        show_train = any(r["train_data"] for r in results)
+        show_range = any(r["max_dataset_range"] is not None for r in results)
         worst_n = max(r["worst_n"] for r in results)
-        headers = ["task", "probe"] + (["regime"] if show_regime else []) + [
+        headers = ["task", "probe"] + (["regime"] if show_regime else []) + (["trained on"] if show_train else []) + [
             "upstream", "languages", f"macro {metric}{_arrow(results[0]['higher_is_better'])}", "std",
-            f"worst-{worst_n} mean", "worst languages"]
+            f"worst-{worst_n} mean", "worst languages"] + (["max dataset range"] if show_range else [])
         table_rows = []
         groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
-        for r in sorted(results, key=lambda r: (r["task"], r["probe"], r["regime"], r["macro"]
+        worst: dict[tuple, dict[str, list]] = defaultdict(dict)
+        for r in sorted(results, key=lambda r: (r["task"], r["probe"], r["regime"], r["train_data"], r["macro"]
                                                 if not r["higher_is_better"] else -r["macro"], r["upstream"])):
-            table_rows.append([r["task"], r["probe"]] + ([r["regime"]] if show_regime else []) + [
-                r["upstream"], str(r["n_languages"]), fmt_num(r["macro"]), fmt_num(r["std"]),
-                fmt_num(r["worst_mean"]), ", ".join(r["worst_languages"])])
-            groups[(r["task"], r["probe"], r["regime"])][r["upstream"]] = r["per_language"]
-        align = ["l", "l"] + (["l"] if show_regime else []) + ["l", "r", "r", "r", "r", "l"]
+            table_rows.append(
+                [r["task"], r["probe"]] + ([r["regime"]] if show_regime else []) + (
+                    [r["train_data"]] if show_train else []) + [
+                    r["upstream"], str(r["n_languages"]), fmt_num(r["macro"]), fmt_num(r["std"]),
+                    fmt_num(r["worst_mean"]), ", ".join(r["worst_languages"])] + (
+                    [_range_text(r)] if show_range else []))
+            key = (r["task"], r["probe"], r["regime"], r["train_data"])
+            groups[key][r["upstream"]] = r["per_language"]
+            worst[key][r["upstream"]] = r["worst_languages"]
+        align = ["l", "l"] + (["l"] if show_regime else []) + (["l"] if show_train else []) + [
+            "l", "r", "r", "r", "r", "l"] + (["r"] if show_range else [])
         section.add(Table(headers, table_rows, caption=f"Per-language {metric}: aggregates over languages.",
                           label=f"tab:multilingual-{_slug(metric)}", align=align))
-        for (task, probe, regime), per_upstream in sorted(groups.items()):
-            where = f"{task}, {_probe_label(probe, regime)}"
+        for key, per_upstream in sorted(groups.items()):
+            task, probe, regime, train = key
+            where = f"{task}, {_probe_label(probe, regime)}" + (f", {train}" if train else "")
             section.add(Figure(
-                name=_slug("languages", metric, task, probe, regime),
-                caption=f"{metric} per language ({where}), one bar per upstream.",
-                png=plots.language_bars(per_upstream, metric=metric, title=f"{where}: {metric} per language"),
+                name=_slug("languages", metric, task, probe, regime, train),
+                caption=f"{metric} per language ({where}), one bar per upstream; worst-{worst_n} languages outlined.",
+                png=plots.language_bars(per_upstream, metric=metric, title=f"{where}: {metric} per language",
+                                        worst=worst[key]),
             ))
     return section
+
+
+def _range_text(entry: dict) -> str:
+    if entry["max_dataset_range"] is None:
+        return "–"
+    return f"{fmt_num(entry['max_dataset_range'])} ({entry['max_dataset_range_language']})"
+
+
+def _mlsuperb_table(section: Section, rows: list[dict]) -> None:
+    """ML-SUPERB 2.0's table for joint ASR + LID runs: one row per system, CER aggregates and
+    LID accuracy side by side."""
+    joint = [r for r in rows if r["task"] == "asr_lid"]
+    if not joint:
+        return
+    cer = {_system(e): e for e in stats.multilingual(joint, metric="cer") if e["split"] == "test"}
+    lid = {_system(e): e for e in stats.multilingual(joint, metric="lid_accuracy") if e["split"] == "test"}
+    if not cer:
+        return
+    worst_n = max(e["worst_n"] for e in cer.values())
+    headers = ["upstream", "probe", "regime", "trained on", "languages", "datasets", "CER ↓", "std",
+               f"worst-{worst_n} CER", "max dataset range", "LID acc ↑"]
+    body = []
+    for key in sorted(cer, key=lambda k: (k[3], k[1], k[2], cer[k]["macro"], k[0])):
+        e = cer[key]
+        body.append([e["upstream"], e["probe"], e["regime"], e["train_data"] or "–", str(e["n_languages"]),
+                     str(e["n_datasets"]), fmt_num(e["macro"]), fmt_num(e["std"]), fmt_num(e["worst_mean"]),
+                     _range_text(e), fmt_num(lid[key]["macro"]) if key in lid else "–"])
+    section.add("Joint ASR + LID runs (task asr_lid) in ML-SUPERB 2.0's layout: CER macro-averaged over "
+                "languages, its sample std across languages, the worst languages' mean, the widest CER range "
+                "between datasets of one language, and macro LID accuracy from the predicted language tag.")
+    section.add(Table(headers, body, caption="ML-SUPERB 2.0 table (joint ASR + LID).", label="tab:mlsuperb",
+                      align=["l", "l", "l", "l", "r", "r", "r", "r", "r", "r", "r"]))
+
+
+def _system(entry: dict) -> tuple:
+    return entry["upstream"], entry["probe"], entry["regime"], entry["train_data"]
 
 
 def _layer_section(runs: list[dict]) -> Section:

@@ -44,10 +44,11 @@ Conventions shared by all functions
 
 :func:`multilingual`
     ML-SUPERB 2.0 aggregates over per-language rows: the macro average over languages
-    (a language scored on several datasets is averaged over them first), the standard
-    deviation across languages (population, ddof=0: the languages are the whole set
-    being described, not a sample, and one language gives 0 rather than undefined), the
-    mean of the worst-N languages, and the range of a language's score across datasets.
+    (a language scored on several datasets is averaged over them first, unless its run
+    also stored the language pooled over datasets), the sample standard deviation across
+    languages (ddof=1, as ML-SUPERB's scoring script; None for one language), the mean of
+    the worst-N languages, and the range of a language's score across datasets. Per-dataset
+    scores of one run live in rows whose split is ``test@<dataset>``.
 
 :func:`normalised_score`
     SUPERB-style normalised score: on every (task, dataset) the primary metric of each
@@ -75,6 +76,7 @@ import numpy as np
 from scipy import stats as sps
 
 from speechssl.benchmark.directions import metric_direction
+from speechssl.benchmark.mlsuperb import edit_distance, spread
 from speechssl.benchmark.tables import latex_table, markdown_table
 from speechssl.errors import ConfigError
 
@@ -694,51 +696,84 @@ def format_leaderboard(entries: Sequence[Mapping], fmt: str, caption: str | None
 # --------------------------------------------------------------------------- multilingual
 
 
+def split_subset(split: str) -> tuple[str, str]:
+    """``("test", "clean")`` for a score row's split ``"test@clean"``: the part of a test set
+    from one evaluation dataset (a multilingual run trained on several datasets scores each
+    one); ``(split, "")`` for a plain split."""
+    base, _, subset = split.partition("@")
+    return base, subset
+
+
 def multilingual(rows: Iterable[Mapping], metric: str = "cer", worst_n: int = 3) -> list[dict]:
-    """ML-SUPERB 2.0 aggregates per (upstream, task, probe, regime, split) over per-language rows.
+    """ML-SUPERB 2.0 aggregates per (upstream, task, probe, regime, split, training data)
+    over per-language rows (:mod:`speechssl.benchmark.mlsuperb` has the definitions).
 
-    Uses rows with ``language != ""`` and the given metric; seeds are averaged first.
-    Each entry has:
+    Uses rows with ``language != ""`` and the given metric; seeds are averaged first. The
+    datasets of a language come from one of two layouts:
 
-    * ``macro``: mean over languages of the per-language score, where a language scored
-      on several datasets counts once, with the mean of its datasets;
-    * ``std``: standard deviation of those per-language scores, ddof=0 (population);
-    * ``worst_n``, ``worst_mean``, ``worst_languages``: the mean of the N worst
-      languages by direction (all of them when fewer than N) and which they are;
-    * ``per_language`` {language: score}, ``per_dataset`` {language: {dataset: score}};
-    * ``dataset_range`` {language: max - min over its datasets} for languages on >= 2
-      datasets, ``max_dataset_range`` and ``max_dataset_range_language`` (None if none);
-    * ``n_languages``, ``metric``, ``higher_is_better``.
+    * one run scored per evaluation dataset: rows with split ``test@<dataset>`` carry the
+      per-(language, dataset) scores and the run's plain ``test`` rows the per-language
+      scores over all its datasets; the run's ``dataset`` is its training data
+      (``train_data``), so runs trained on different data (few-shot sizes) stay apart;
+    * one run per dataset (rows imported from elsewhere): the run's ``dataset`` is the
+      evaluation dataset and a language's score is the mean over its datasets
+      (``train_data`` is "").
+
+    Each entry has ``macro`` (mean over languages), ``std`` (sample std across languages,
+    ddof=1 as ML-SUPERB's ``statistics.stdev``; None for one language), ``worst_n``,
+    ``worst_mean``, ``worst_languages`` (the mean of the N worst languages by direction,
+    all of them when fewer than N), ``per_language`` {language: score}, ``per_dataset``
+    {language: {dataset: score}}, ``dataset_range`` {language: max - min over its datasets}
+    for languages on >= 2 datasets, ``max_dataset_range`` and its language (None if none),
+    ``n_languages``, ``n_datasets``, ``metric``, ``higher_is_better``.
     """
     if not isinstance(worst_n, int) or worst_n < 1:
         raise ConfigError(f"worst_n must be an integer >= 1, got {worst_n!r}")
-    cells = _seed_means(_normalise(rows, languages="per_language", metric=metric))
-    # (upstream, task, probe, regime, split) -> language -> dataset -> seed mean
-    groups: dict[tuple, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    flat = _normalise(rows, languages="per_language", metric=metric)
+    # Runs scored per evaluation dataset: (upstream, task, probe, regime, split, run dataset).
+    split_runs = set()
+    for r in flat:
+        base, subset = split_subset(r["split"])
+        if subset:
+            r["split"] = base
+            r["dataset"] = (r["dataset"], subset)  # a tuple keeps the subset in the seed-mean cell
+            split_runs.add((r["upstream"], r["task"], r["probe"], r["regime"], base, r["dataset"][0]))
+    cells = _seed_means(flat)
+    # group -> language -> dataset -> score, and group -> language -> pooled score
+    per_dataset_of: dict[tuple, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    pooled_of: dict[tuple, dict[str, float]] = defaultdict(dict)
     direction: dict[tuple, bool] = {}
     for cell, agg in cells.items():
         c = dict(zip(_CELL, cell))
-        gkey = (c["upstream"], c["task"], c["probe"], c["regime"], c["split"])
+        ident = (c["upstream"], c["task"], c["probe"], c["regime"], c["split"])
+        if isinstance(c["dataset"], tuple):
+            gkey = (*ident, c["dataset"][0])
+            per_dataset_of[gkey][c["language"]][c["dataset"][1]] = agg["mean"]
+        elif (*ident, c["dataset"]) in split_runs:
+            gkey = (*ident, c["dataset"])
+            pooled_of[gkey][c["language"]] = agg["mean"]
+        else:
+            gkey = (*ident, "")
+            per_dataset_of[gkey][c["language"]][c["dataset"]] = agg["mean"]
         if gkey in direction and direction[gkey] != agg["higher_is_better"]:
             raise ConfigError(f"datasets of {gkey} disagree on the direction of metric {metric!r}")
         direction[gkey] = agg["higher_is_better"]
-        groups[gkey][c["language"]][c["dataset"]] = agg["mean"]
     out = []
-    for gkey in sorted(groups):
+    for gkey in sorted(direction):
         hib = direction[gkey]
-        per_dataset = {lang: dict(sorted(ds.items())) for lang, ds in sorted(groups[gkey].items())}
-        per_language = {lang: float(np.mean(list(ds.values()))) for lang, ds in per_dataset.items()}
-        values = np.array(list(per_language.values()))
-        # Worst first: the highest error rate, or the lowest accuracy; ties by language code.
-        worst = sorted(per_language, key=lambda lang: (-per_language[lang] if not hib else per_language[lang], lang))[:worst_n]
+        per_dataset = {lang: dict(sorted(ds.items())) for lang, ds in sorted(per_dataset_of[gkey].items())}
+        per_language = dict(sorted(pooled_of[gkey].items())) or {
+            lang: float(np.mean(list(ds.values()))) for lang, ds in per_dataset.items()}
+        summary = spread(per_language, worst_n=worst_n, higher_is_better=hib)
         ranges = {lang: float(max(ds.values()) - min(ds.values())) for lang, ds in per_dataset.items() if len(ds) >= 2}
         widest = max(ranges, key=lambda lang: (ranges[lang], lang), default=None)
         out.append({
             "upstream": gkey[0], "task": gkey[1], "probe": gkey[2], "regime": gkey[3], "split": gkey[4],
-            "metric": metric, "higher_is_better": hib, "n_languages": len(per_language),
-            "macro": float(values.mean()), "std": float(values.std(ddof=0)),
-            "worst_n": worst_n, "worst_mean": float(np.mean([per_language[lang] for lang in worst])),
-            "worst_languages": worst,
+            "train_data": gkey[5], "metric": metric, "higher_is_better": hib,
+            "n_languages": len(per_language),
+            "n_datasets": len({ds for dss in per_dataset.values() for ds in dss}),
+            "macro": summary["macro"], "std": summary["std"],
+            "worst_n": worst_n, "worst_mean": summary["worst_mean"], "worst_languages": summary["worst_languages"],
             "per_language": per_language, "per_dataset": per_dataset,
             "dataset_range": ranges,
             "max_dataset_range": ranges[widest] if widest is not None else None,
@@ -762,26 +797,6 @@ def lid_accuracy(rows: Iterable[Mapping], task: str = "lid", metric: str = "accu
     return out
 
 
-def _edit_distance(ref: str, hyp: str) -> int:
-    """Levenshtein distance between two strings (unit costs), one numpy row at a time."""
-    if not hyp:
-        return len(ref)
-    if not ref:
-        return len(hyp)
-    h = np.frombuffer(hyp.encode("utf-32-le"), dtype=np.uint32)
-    cols = np.arange(len(h) + 1)
-    prev = cols.copy()
-    for i, ch in enumerate(ref, start=1):
-        cur = np.empty_like(prev)
-        cur[0] = i
-        # Substitution (or match) and deletion, vectorised over the row ...
-        cur[1:] = np.minimum(prev[:-1] + (h != ord(ch)), prev[1:] + 1)
-        # ... then insertions, cur[j] = min(cur[j], cur[j-1] + 1), as a running minimum.
-        cur = np.minimum.accumulate(cur - cols) + cols
-        prev = cur
-    return int(prev[-1])
-
-
 def per_language_cer(pairs: Iterable[tuple[str, str, str]]) -> dict[str, dict]:
     """Character error rate per language from ``(language, reference, hypothesis)`` triples.
 
@@ -802,7 +817,7 @@ def per_language_cer(pairs: Iterable[tuple[str, str, str]]) -> dict[str, dict]:
         if not ref:
             raise ConfigError(f"pair {i} ({lang!r}) has an empty reference; CER is undefined for it")
         t = totals[str(lang)]
-        t[0] += _edit_distance(ref, hyp)
+        t[0] += edit_distance(ref, hyp)
         t[1] += len(ref)
         t[2] += 1
     return {lang: {"cer": t[0] / t[1], "edits": t[0], "ref_chars": t[1], "utterances": t[2]}
@@ -972,14 +987,15 @@ def format_multilingual(entries: Sequence[Mapping], fmt: str, caption: str | Non
     entries = list(entries)
     if fmt == "json":
         return json.dumps(entries, indent=2)
-    headers = ["Upstream", "Task", "Probe", "Languages", "Macro", "Std", "Worst-N mean", "Worst languages",
-               "Max dataset range"]
+    headers = ["Upstream", "Task", "Probe", "Regime", "Trained on", "Split", "Languages", "Macro", "Std",
+               "Worst-N mean", "Worst languages", "Max dataset range"]
     body = [[
-        e["upstream"], e["task"], e["probe"], str(e["n_languages"]), _num(e["macro"]), _num(e["std"]),
+        e["upstream"], e["task"], e["probe"], e["regime"], e.get("train_data") or "–", e["split"],
+        str(e["n_languages"]), _num(e["macro"]), _num(e["std"]),
         f"{_num(e['worst_mean'])} (N={e['worst_n']})", ", ".join(e["worst_languages"]),
         "–" if e["max_dataset_range"] is None else f"{_num(e['max_dataset_range'])} ({e['max_dataset_range_language']})",
     ] for e in entries]
-    align = ["l", "l", "l", "r", "r", "r", "r", "l", "r"]
+    align = ["l", "l", "l", "l", "l", "l", "r", "r", "r", "r", "l", "r"]
     if fmt == "md":
         return markdown_table(headers, body, align=align)
     return latex_table(headers, body, caption=caption, label=label, align=align)

@@ -482,6 +482,13 @@ def result_to_records(result: dict[str, Any], *, source: str = "bench",
         for name, value in per.items():
             if _is_score(name, value):
                 scores.append({"metric": name, "value": float(value), "language": language})
+    # A run trained on several datasets scores each one: split "test@<dataset>" (stats.split_subset).
+    for dataset, languages in (metrics.get("per_dataset") or {}).items():
+        for language, per in languages.items():
+            for name, value in per.items():
+                if _is_score(name, value):
+                    scores.append({"metric": name, "value": float(value), "language": language,
+                                   "split": f"test@{dataset}"})
     for name, value in (result.get("dev") or {}).items():
         if name == "best" and isinstance(value, (int, float)):
             scores.append({"metric": result["primary_metric"], "value": float(value), "split": "dev",
@@ -492,7 +499,7 @@ def result_to_records(result: dict[str, Any], *, source: str = "bench",
         "run_id": result["config_hash"], "config_hash": result["config_hash"],
         "upstream": result["upstream"], "task": result["task"], "probe": result["probe"],
         "regime": result.get("regime") or "frozen", "seed": result.get("seed"),
-        "dataset": Path(config.get("data", "")).name, "status": "finished", "source": source,
+        "dataset": training_data(config), "status": "finished", "source": source,
         "primary_metric": result.get("primary_metric"),
         "upstream_params": (result.get("upstream_meta") or {}).get("params"),
         "probe_params": result.get("probe_params"),
@@ -508,6 +515,14 @@ def result_to_records(result: dict[str, Any], *, source: str = "bench",
                   if result.get(k) is not None},
     }
     return run, scores
+
+
+def training_data(config: dict[str, Any]) -> str:
+    """A run's ``dataset``: the data directory's name, with the train split when it is not
+    ``train`` (``synth_ml:train_1min``), so few-shot runs on one corpus stay separate cells."""
+    name = Path(config.get("data", "")).name
+    split = config.get("train_split") or "train"
+    return name if split == "train" else f"{name}:{split}"
 
 
 # Non-score numbers that sit among a result's metrics.

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from speechssl.benchmark.store import ResultStore, error_line, result_to_records
+from speechssl.benchmark.store import ResultStore, error_line, result_to_records, training_data
 from speechssl.config import config_hash, from_dict, param, to_dict
 from speechssl.downstream.config import BenchConfig, parse_regime, regime_label, settings_for_task
 from speechssl.errors import ConfigError
@@ -187,7 +187,7 @@ def run_sweep(cfg: SweepConfig, *, name: str = "sweep", executor: str = "local",
             store.put_run({"run_id": cell.key, "config_hash": cell.key, "upstream": cell.cfg.upstream,
                            "task": cell.cfg.task, "probe": cell.cfg.probe, "seed": cell.cfg.seed,
                            "regime": regime_label(cell.cfg),
-                           "dataset": Path(cell.cfg.data).name, "status": "pending", "source": "sweep",
+                           "dataset": training_data({"data": cell.cfg.data, "train_split": cell.cfg.train_split}), "status": "pending", "source": "sweep",
                            "result_path": str(cell.run_dir / "result.json")}, replace_scores=False)
     log(f"sweep: {len(cells)} cells, {report.skipped} done, {len(todo)} to run ({executor}, {workers} worker(s))")
 

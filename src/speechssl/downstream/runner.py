@@ -40,7 +40,7 @@ from speechssl.downstream.cost import EnergyTracker, PeakMemory, count_upstream_
 from speechssl.data.collate import CutAudioDataset, supervision_info
 from speechssl.data.manifests import load_cuts
 from speechssl.data.sampler import DurationBucketSampler
-from speechssl.downstream.config import BenchConfig
+from speechssl.downstream.config import BenchConfig, ProbeConfig
 from speechssl.downstream.featurizer import Featurizer, resolve_layer
 from speechssl.downstream.probes import check_probe
 from speechssl.downstream.tasks import ProbeBatch, Task, task_class
@@ -139,7 +139,22 @@ def default_run_dir(cfg: BenchConfig, probe: str) -> Path:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.upstream.replace(":", "-")).strip("_")[-60:]
     layer = "" if cfg.featurizer.layer is None else f"-layer{cfg.featurizer.layer}"
     regime = "" if cfg.regime == "frozen" else f"-{regime_label(cfg)}"
-    return Path("runs/bench") / slug / f"{cfg.task}-{probe}{regime}{layer}-seed{cfg.seed}"
+    train = "" if cfg.train_split == "train" else f"-{cfg.train_split}"
+    return Path("runs/bench") / slug / f"{cfg.task}-{probe_label(cfg, probe)}{regime}{train}{layer}-seed{cfg.seed}"
+
+
+# Probe bodies built from probe_cfg.num_layers layers (the head-only probes have none).
+_LAYERED_BODIES = ("bilstm", "cnn", "transformer", "conformer", "ebranchformer")
+
+
+def probe_label(cfg: BenchConfig, probe: str) -> str:
+    """The probe as results name it: a layered body of other than the default depth carries
+    it (``transformer_ctc-L6``), because ML-SUPERB 2.0 compares a shallow and a deep
+    Transformer as two architectures and the store must keep them apart."""
+    layers = cfg.probe_cfg.num_layers
+    if probe.split("_")[0] in _LAYERED_BODIES and layers != ProbeConfig().num_layers:
+        return f"{probe}-L{layers}"
+    return probe
 
 
 def _device(name: str) -> torch.device:
@@ -458,7 +473,7 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
         "format": RESULT_FORMAT,
         "upstream": cfg.upstream,
         "task": cfg.task,
-        "probe": probe_name,
+        "probe": probe_label(cfg, probe_name),
         "regime": adaptation.label,
         "seed": cfg.seed,
         "config_hash": key,

@@ -6,6 +6,7 @@ from speechssl.downstream.tasks.asv import SpeakerVerification
 from speechssl.downstream.tasks.base import ProbeBatch, Task
 from speechssl.downstream.tasks.classification import EmotionRecognition, IntentClassification, LanguageID
 from speechssl.downstream.tasks.sequence import (
+    JointRecognition,
     PhoneRecognition,
     SlotFilling,
     SpeechRecognition,
@@ -16,7 +17,7 @@ from speechssl.errors import ConfigError
 
 TASKS: dict[str, type[Task]] = {
     t.name: t
-    for t in (SpeechRecognition, PhoneRecognition, LanguageID, SpeakerVerification, EmotionRecognition,
+    for t in (SpeechRecognition, JointRecognition, PhoneRecognition, LanguageID, SpeakerVerification, EmotionRecognition,
               IntentClassification, SlotFilling, SpeechTranslation, SyntacticAnalysis)
 }
 

@@ -2,6 +2,9 @@
 CTC-attention with a ``*_ctcattn`` probe).
 
 - ``asr``: characters of the transcript; CER and WER.
+- ``asr_lid``: ML-SUPERB's joint multilingual ASR + LID: ``[lang] text``, the language tag
+  as the first symbol; CER, LID accuracy and their spread across languages and datasets
+  scored as ML-SUPERB 2.0 does (:mod:`speechssl.benchmark.mlsuperb`).
 - ``pr``: IPA phones; phone error rate (PER).
 - ``sf``: SUPERB's slot filling: characters with slot tags around slot values; slot-type F1
   and slot-value CER.
@@ -19,13 +22,16 @@ real baseline, not 0).
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from speechssl.benchmark.mlsuperb import JointItem, format_tag, parse_tag, score_joint
 from speechssl.data.collate import supervision_info
 from speechssl.downstream.metrics import (
     error_rates,
@@ -52,6 +58,9 @@ class SequenceTask(Task):
     label_of: LabelGetter = staticmethod(lambda info: info.get("text"))
     decode_ctc_weight: float | None = None
     """CTC weight of joint beam search for ``*_ctcattn`` probes (None = the probe's own)."""
+    word_lm: bool = False
+    """Decoded symbols are characters with " " between words, so a word n-gram LM can
+    rescore CTC beams (``asr.lm_order``)."""
 
     # ------------------------------------------------------------ what a task defines
     def ctc_symbols(self, info: dict[str, Any]) -> Symbols:
@@ -85,6 +94,21 @@ class SequenceTask(Task):
         # An attention decoder that has not learnt <eos> yet would otherwise run to one symbol
         # per encoder frame on every dev utterance (minutes per pass on CPU).
         self.max_decode_length = int(1.5 * max(len(t) for t in decoded)) + 10
+        self.lm = None
+        if self.cfg.asr.lm_order:
+            if not self.word_lm:
+                raise ConfigError(f"asr.lm_order: word n-gram LM decoding applies to tasks that write words "
+                                  f"(asr, asr_lid), not {self.name}")
+            if self.cfg.asr.lm_order < 2:
+                raise ConfigError("asr.lm_order: use 2 or more (KenLM cannot load a unigram model); 0 = no LM")
+            from speechssl.lm import NGramModel
+
+            self.lm = NGramModel.fit((self.lm_words(supervision_info(c)) for c in splits["train"]),
+                                     order=self.cfg.asr.lm_order)
+
+    def lm_words(self, info: dict[str, Any]) -> list[str]:
+        """The words an n-gram LM is estimated on: the decoded symbols split at spaces."""
+        return "".join(self.decoder_symbols(info)).split()
 
     @property
     def num_outputs(self) -> int:
@@ -127,22 +151,53 @@ class SequenceTask(Task):
                 ids = ctc_greedy_decode(log_probs, lengths.cpu())
         return [self.tokenizer.decode(seq) for seq in ids]
 
+    def decode_with_lm(self, probe: nn.Module, batch: ProbeBatch) -> list[Symbols]:
+        """CTC beam search with the task's word n-gram LM fused in (pyctcdecode + kenlm)."""
+        if getattr(self, "_lm_decoder", None) is None:
+            import tempfile
+
+            from speechssl.downstream.lm_decode import LMDecoder
+
+            labels = ["", "\u2047", *self.tokenizer.vocab[2:]]  # blank, <unk> as a symbol no text contains
+            with tempfile.TemporaryDirectory(prefix="speechssl-lm-") as tmp:
+                arpa = Path(tmp) / "lm.arpa"
+                self.lm.write_arpa(arpa)
+                # kenlm reads the whole ARPA file into memory: the file can go afterwards.
+                self._lm_decoder = LMDecoder(labels, arpa, alpha=self.cfg.asr.lm_alpha, beta=self.cfg.asr.lm_beta,
+                                             beam_width=self.cfg.asr.beam_size)
+        logits, lengths = probe(batch.features, batch.lengths)
+        log_probs = F.log_softmax(logits.float(), dim=-1).cpu().numpy()
+        texts = self._lm_decoder.decode_batch([lp[:n] for lp, n in zip(log_probs, lengths.tolist())])
+        return [self.symbols_of_text(t) for t in texts]
+
+    def symbols_of_text(self, text: str) -> Symbols:
+        """Decoded text back to symbols (characters; a task with multi-character symbols overrides)."""
+        return list(text)
+
     def evaluate(self, probe: nn.Module, batches: Iterable[ProbeBatch], *, final: bool) -> dict[str, Any]:
-        # Dev passes decode greedily (fast model selection); the test pass adds beam search.
+        # Dev passes decode greedily (fast model selection); the test pass adds beam search
+        # and, with asr.lm_order, beam search with the n-gram LM.
         beam = self.cfg.asr.beam_size if final else 1
-        refs, greedy, beamed, infos = [], [], [], []
+        use_lm = final and self.lm is not None and getattr(probe, "output_kind", "frames") != "sequence"
+        refs, greedy, beamed, with_lm, infos = [], [], [], [], []
         for batch in batches:
             refs += [self.decoder_symbols(s) for s in batch.supervisions]
             infos += batch.supervisions
             greedy += self.decode(probe, batch, 1, final=final)
             if beam > 1:
                 beamed += self.decode(probe, batch, beam)
+            if use_lm:
+                with_lm += self.decode_with_lm(probe, batch)
         metrics = self.score(refs, greedy, infos)
         chance = self.score(refs, [self.most_frequent_target] * len(refs), infos)
         metrics[f"chance_{self.primary_metric}"] = chance[self.primary_metric]
         if beam > 1:
             metrics.update({f"{k}_beam": v for k, v in self.score(refs, beamed, infos).items() if isinstance(v, float)})
             metrics["beam_size"] = beam
+        if use_lm:
+            metrics.update({f"{k}_lm": v for k, v in self.score(refs, with_lm, infos).items() if isinstance(v, float)})
+            metrics["lm"] = {"order": self.cfg.asr.lm_order, "alpha": self.cfg.asr.lm_alpha,
+                             "beta": self.cfg.asr.lm_beta, "beam_size": self.cfg.asr.beam_size}
         metrics["examples"] = [{"ref": self.show(r), "hyp": self.show(h)} for r, h in list(zip(refs, greedy))[:5]]
         return metrics
 
@@ -178,6 +233,7 @@ class SpeechRecognition(SequenceTask):
 
     name = "asr"
     primary_metric = "cer"
+    word_lm = True
 
     def ctc_symbols(self, info: dict[str, Any]) -> Symbols:
         return list(self.normalize(info.get("text") or ""))
@@ -188,6 +244,44 @@ class SpeechRecognition(SequenceTask):
         if breakdown:
             metrics["per_language"] = breakdown
         return metrics
+
+
+class JointRecognition(SequenceTask):
+    """ML-SUPERB's joint multilingual ASR + LID: the model writes ``[lang] text``.
+
+    The tag is one symbol, followed by a space, so one CTC (or CTC-attention) decoder
+    predicts the language first and then the characters (ESPnet's ``egs2/ml_superb``). A
+    hypothesis without a leading tag -- an empty one included -- is a wrong language and
+    its text is scored as it is. Scores (:func:`speechssl.benchmark.mlsuperb.score_joint`):
+    per-utterance CER averaged per language, then over languages (``cer``), the sample std
+    and worst-N mean across languages, macro LID accuracy, and the same per dataset
+    (``custom["dataset"]`` of the utterances) for the dataset-range statistic.
+    """
+
+    name = "asr_lid"
+    primary_metric = "cer"
+    word_lm = True
+
+    def prepare(self, splits: dict[str, list]) -> None:
+        require_label(splits, self.name, "language", lambda info: info.get("language"))
+        super().prepare(splits)
+
+    def ctc_symbols(self, info: dict[str, Any]) -> Symbols:
+        text = self.normalize(info.get("text") or "")
+        return [format_tag(info.get("language") or ""), " ", *text] if text else []
+
+    def symbols_of_text(self, text: str) -> Symbols:
+        tag = re.match(r"\[[^\[\]\s]+\]", text)
+        return [tag.group(0), *text[tag.end():]] if tag else list(text)
+
+    def score(self, refs, hyps, infos) -> dict[str, Any]:
+        items = [JointItem(language=info.get("language") or "", reference=parse_tag("".join(ref))[1],
+                           hypothesis="".join(hyp), dataset=str((info.get("custom") or {}).get("dataset") or ""))
+                 for ref, hyp, info in zip(refs, hyps, infos)]
+        return score_joint(items, worst_n=self.cfg.asr.worst_languages)
+
+    def show(self, symbols: Symbols) -> str:
+        return "".join(symbols)
 
 
 def _phone_rates(refs: list[Symbols], hyps: list[Symbols]) -> dict[str, float]:
