@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv clean lm
+.PHONY: demo test test-slow faults venv clean lm
 
 venv: $(STAMP)
 
@@ -42,6 +42,10 @@ test: $(STAMP)
 lm: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[lm]"
 	$(BIN)/python -m pip install --quiet --no-deps "pyctcdecode>=0.5"
+
+# The whole fault-injection suite (tests/faults/): the fast cases also run in `make test`.
+faults: $(STAMP)
+	$(BIN)/python -m pytest tests/faults -m "faults or not faults"
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

@@ -150,3 +150,33 @@ def test_asr_lid_with_lm_reports_greedy_beam_and_lm(tiny_corpus, tmp_path):
     m = json.loads((out / "result.json").read_text())["metrics"]
     assert {"cer", "cer_beam", "cer_lm", "lid_accuracy_lm"} <= set(m)
     assert m["lm"]["order"] == 2 and 0.0 <= m["lid_accuracy_lm"] <= 1.0
+
+
+def test_report_has_the_mlsuperb_table_and_marks_worst_languages(monkeypatch):
+    from speechssl.benchmark import plots
+    from speechssl.benchmark.report import build_report
+
+    marked = []
+    real = plots.language_bars
+    monkeypatch.setattr(plots, "language_bars", lambda *a, **k: marked.append(k.get("worst")) or real(*a, **k))
+    rows, runs = [], []
+    for shots, miss in (("train_1min", "[en] xx"), ("train_4min", "[en] ab")):
+        metrics = score_joint([JointItem("en", "ab", miss, "clean"), JointItem("en", "ab", "[en] ab", "phone"),
+                               JointItem("fr", "ab", "[fr] ax", "clean"), JointItem("fr", "ab", "[en] ab", "phone")],
+                              worst_n=1)
+        result = {"format": "speechssl.bench/1", "config_hash": shots, "upstream": "u", "task": "asr_lid",
+                  "probe": "transformer_ctc", "seed": 0, "primary_metric": "cer", "metrics": metrics,
+                  "config": {"data": "data/synth_ml", "train_split": shots}}
+        run, scores = result_to_records(result)
+        runs.append({**run, "status": "finished", "updated_at": "2026-12-01"})
+        rows += [{**run, **s, "split": s.get("split", "test"), "language": s.get("language", ""),
+                  "higher_is_better": s["metric"] == "lid_accuracy", "status": "finished"} for s in scores]
+    report = build_report(rows, runs, timestamp=False)
+    table = next(t for t in report.tables if t.label == "tab:mlsuperb")
+    assert [r[3] for r in table.rows] == ["synth_ml:train_1min", "synth_ml:train_4min"]  # one row per shot size
+    # macro CER: 1 min (en 0.5, fr 0.25) -> 0.375; 4 min (en 0, fr 0.25) -> 0.125
+    assert table.rows[0][6] == "0.3750" and table.rows[1][6] == "0.1250"
+    assert table.rows[0][9] == "1.000 (en)" and table.rows[1][9] == "0.5000 (fr)"  # widest dataset range
+    assert table.rows[0][10] == "0.7500"  # LID: en 2/2, fr 1/2
+    # the per-language plots get each system's worst languages, worst first (1 min CER: en 0.5, fr 0.25)
+    assert marked[0] == {"u": ["en", "fr"]}

@@ -190,13 +190,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = load_config(BenchConfig, args.config, overrides)
     result = run_bench(cfg, args.out, fresh=args.fresh, progress=not args.no_progress)
     print(format_result(result))
-    if args.store is not None:
-        from speechssl.benchmark.store import ResultStore
-
-        with ResultStore(args.store) as store:
-            run_id = store.add_result(result)
-        print(f"stored as {run_id} in {args.store}")
+    _store_result(result, args.store)
     return 0
+
+
+def _store_result(result: dict, store_path: Path | None) -> None:
+    """Record a bench result in the store (``--no-store`` passes None) and say where."""
+    if store_path is None:
+        return
+    from speechssl.benchmark.store import ResultStore
+
+    with ResultStore(store_path) as store:
+        run_id = store.add_result(result)
+    print(f"stored as {run_id} in {store_path}")
 
 
 def _cmd_bench_multilingual(args: argparse.Namespace) -> int:
@@ -212,12 +218,7 @@ def _cmd_bench_multilingual(args: argparse.Namespace) -> int:
     out = args.out or run_dir(cfg, args.arch, args.framework, args.regime)
     result = run_bench(cfg, out, fresh=args.fresh, progress=not args.no_progress)
     print(format_summary(result))
-    if args.store is not None:
-        from speechssl.benchmark.store import ResultStore
-
-        with ResultStore(args.store) as store:
-            run_id = store.add_result(result)
-        print(f"stored as {run_id} in {args.store}")
+    _store_result(result, args.store)
     return 0
 
 

@@ -56,7 +56,7 @@ def _demo_bench() -> BenchConfig:
 # before CTC leaves its all-blank phase (docs/benchmark.md, "Small budgets").
 _SEQUENCE_SETTINGS = ["train.max_epochs=8", "train.patience=20", "train.lr=1e-2", "train.batch_seconds=20",
                       "asr.beam_size=2"]
-SEQUENCE_TASKS = ("asr", "pr", "sf", "sa", "ast")
+SEQUENCE_TASKS = ("asr", "asr_lid", "pr", "sf", "sa", "ast")
 
 
 @dataclass
@@ -78,7 +78,9 @@ class DemoBenchConfig:
     sequence_runs: list[str] = param(
         # Slot filling is left out: at this budget no probe learns its slot tags (RESULTS.md,
         # issue 13); configs/sweeps/probe_families.yaml runs it.
-        default_factory=lambda: ["asr:cnn_ctc", "pr:cnn_ctc", "sa:cnn_ctc", "ast:cnn_ctcattn"],
+        # asr_lid: character ASR as ML-SUPERB 2.0's joint ASR + LID ([lang] text), scored per
+        # language with its spread (docs/multilingual.md); same cost as plain ASR.
+        default_factory=lambda: ["asr_lid:cnn_ctc", "pr:cnn_ctc", "sa:cnn_ctc", "ast:cnn_ctcattn"],
         help="task:probe pairs run for sequence_upstreams only",
     )
     run_upstreams: dict[str, list[str]] = param(

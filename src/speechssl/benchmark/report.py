@@ -230,7 +230,8 @@ def build_report(
     a pure function of the inputs.
     """
     rows = [dict(r) for r in rows
-            if (r.get("split") or "test") == "test" and (r.get("status") or "finished") == "finished"
+            if stats.split_subset(r.get("split") or "test")[0] == "test"  # test and test@<dataset>
+            and (r.get("status") or "finished") == "finished"
             and _is_num(r.get("value"))]
     runs = [dict(r) for r in runs]
     rows, superseded = stats.drop_superseded(rows, runs)
