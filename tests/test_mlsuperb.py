@@ -150,6 +150,9 @@ def test_asr_lid_with_lm_reports_greedy_beam_and_lm(tiny_corpus, tmp_path):
     m = json.loads((out / "result.json").read_text())["metrics"]
     assert {"cer", "cer_beam", "cer_lm", "lid_accuracy_lm"} <= set(m)
     assert m["lm"]["order"] == 2 and 0.0 <= m["lid_accuracy_lm"] <= 1.0
+    tuned = m["lm"]["tuned_on_dev"]  # the grid's best (alpha, beta) on dev is the one the test pass used
+    assert len(tuned["grid"]) == 12 and (m["lm"]["alpha"], m["lm"]["beta"]) == (tuned["alpha"], tuned["beta"])
+    assert tuned["dev_cer"] == min(p["dev"] for p in tuned["grid"])
 
 
 def test_report_has_the_mlsuperb_table_and_marks_worst_languages(monkeypatch):

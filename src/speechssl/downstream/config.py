@@ -97,8 +97,12 @@ class AsrConfig:
         0, min=0, max=6, help="asr / asr_lid: also decode the test set with a word n-gram LM of this order estimated "
         "on the train transcripts (shallow fusion in CTC beam search via pyctcdecode + kenlm, the lm extra); 0 = off"
     )
-    lm_alpha: float = param(0.5, min=0.0, help="LM weight of shallow fusion")
-    lm_beta: float = param(1.0, help="word insertion bonus of shallow fusion")
+    lm_alpha: float = param(0.5, min=0.0, help="LM weight of shallow fusion (the value used when lm_tune is off)")
+    lm_beta: float = param(1.0, help="word insertion bonus of shallow fusion (used when lm_tune is off)")
+    lm_tune: bool = param(
+        True, help="choose lm_alpha and lm_beta on dev after training, from alpha in {0, 0.25, 0.5, 1} x "
+        "beta in {0, 1, 2}, by the task's primary metric (as recipes tune LM weights on dev)"
+    )
     worst_languages: int = param(15, min=1, help="asr_lid: N of the worst-N languages mean (ML-SUPERB 2.0: 15)")
 
 

@@ -162,6 +162,13 @@ class LMDecoder:
         """The same pyctcdecode beam search with no LM (only pyctcdecode is needed)."""
         return cls(labels, None, beam_width=beam_width)
 
+    def set_weights(self, alpha: float, beta: float) -> None:
+        """Change the LM weight and word bonus without reloading the LM (dev tuning)."""
+        if not self.has_lm:
+            raise ConfigError("set_weights: this decoder has no LM")
+        self.alpha, self.beta = float(alpha), float(beta)
+        self._decoder.reset_params(alpha=self.alpha, beta=self.beta)
+
     @property
     def has_lm(self) -> bool:
         return self.arpa_path is not None

@@ -462,6 +462,11 @@ def _train_and_score(cfg, task, probe_name, upstream, layer_ids, sources, splits
             featurizer.requires_grad_(False)
             fit = Fit(float(evaluate("dev", final=False)[task.primary_metric]), 0, [], 0, 0, 0.0)
     _save_weights(cfg, run_dir, task, featurizer, probe, upstream)
+    featurizer.eval()
+    probe.eval()
+    upstream.eval()
+    with torch.no_grad():  # e.g. the n-gram LM's weights, chosen on dev with the final probe
+        task.tune_decoding(probe, probe_batches("dev", shuffle=False))
     t0 = time.perf_counter()
     test = evaluate("test", final=True)
     test_seconds = time.perf_counter() - t0

@@ -75,6 +75,10 @@ class Task:
         """Metrics over a whole split (``final`` = the test pass, where slow decoders run)."""
         raise NotImplementedError
 
+    def tune_decoding(self, probe: nn.Module, dev_batches: Iterable[ProbeBatch]) -> dict[str, Any] | None:
+        """Choose decoding settings on dev once training is over (no-op unless a task has some)."""
+        return None
+
     def is_better(self, value: float, best: float | None) -> bool:
         if best is None:
             return True

@@ -151,8 +151,11 @@ class SequenceTask(Task):
                 ids = ctc_greedy_decode(log_probs, lengths.cpu())
         return [self.tokenizer.decode(seq) for seq in ids]
 
-    def decode_with_lm(self, probe: nn.Module, batch: ProbeBatch) -> list[Symbols]:
-        """CTC beam search with the task's word n-gram LM fused in (pyctcdecode + kenlm)."""
+    # Shallow-fusion weights tried on dev when asr.lm_tune is on.
+    LM_ALPHAS = (0.0, 0.25, 0.5, 1.0)
+    LM_BETAS = (0.0, 1.0, 2.0)
+
+    def _lm_decoder_for_run(self):
         if getattr(self, "_lm_decoder", None) is None:
             import tempfile
 
@@ -165,10 +168,43 @@ class SequenceTask(Task):
                 # kenlm reads the whole ARPA file into memory: the file can go afterwards.
                 self._lm_decoder = LMDecoder(labels, arpa, alpha=self.cfg.asr.lm_alpha, beta=self.cfg.asr.lm_beta,
                                              beam_width=self.cfg.asr.beam_size)
+        return self._lm_decoder
+
+    def _ctc_log_probs(self, probe: nn.Module, batch: ProbeBatch) -> list:
         logits, lengths = probe(batch.features, batch.lengths)
         log_probs = F.log_softmax(logits.float(), dim=-1).cpu().numpy()
-        texts = self._lm_decoder.decode_batch([lp[:n] for lp, n in zip(log_probs, lengths.tolist())])
+        return [lp[:n] for lp, n in zip(log_probs, lengths.tolist())]
+
+    def decode_with_lm(self, probe: nn.Module, batch: ProbeBatch) -> list[Symbols]:
+        """CTC beam search with the task's word n-gram LM fused in (pyctcdecode + kenlm)."""
+        texts = self._lm_decoder_for_run().decode_batch(self._ctc_log_probs(probe, batch))
         return [self.symbols_of_text(t) for t in texts]
+
+    def tune_decoding(self, probe: nn.Module, dev_batches: Iterable[ProbeBatch]) -> dict[str, Any] | None:
+        """With an LM and ``asr.lm_tune``: the (alpha, beta) of the grid with the best dev score."""
+        self.lm_tuning = None
+        if self.lm is None or not self.cfg.asr.lm_tune or getattr(probe, "output_kind", "frames") == "sequence":
+            return None
+        log_probs, refs, infos = [], [], []
+        for batch in dev_batches:
+            log_probs += self._ctc_log_probs(probe, batch)
+            refs += [self.decoder_symbols(s) for s in batch.supervisions]
+            infos += batch.supervisions
+        decoder = self._lm_decoder_for_run()
+        grid = []
+        for alpha in self.LM_ALPHAS:
+            for beta in self.LM_BETAS:
+                decoder.set_weights(alpha, beta)
+                hyps = [self.symbols_of_text(t) for t in decoder.decode_batch(log_probs)]
+                grid.append({"alpha": alpha, "beta": beta, "dev": float(self.score(refs, hyps, infos)[self.primary_metric])})
+        best = grid[0]
+        for point in grid[1:]:
+            if self.is_better(point["dev"], best["dev"]):
+                best = point
+        decoder.set_weights(best["alpha"], best["beta"])
+        self.lm_tuning = {"alpha": best["alpha"], "beta": best["beta"], f"dev_{self.primary_metric}": best["dev"],
+                          "grid": grid}
+        return self.lm_tuning
 
     def symbols_of_text(self, text: str) -> Symbols:
         """Decoded text back to symbols (characters; a task with multi-character symbols overrides)."""
@@ -196,8 +232,9 @@ class SequenceTask(Task):
             metrics["beam_size"] = beam
         if use_lm:
             metrics.update({f"{k}_lm": v for k, v in self.score(refs, with_lm, infos).items() if isinstance(v, float)})
-            metrics["lm"] = {"order": self.cfg.asr.lm_order, "alpha": self.cfg.asr.lm_alpha,
-                             "beta": self.cfg.asr.lm_beta, "beam_size": self.cfg.asr.beam_size}
+            decoder = self._lm_decoder_for_run()
+            metrics["lm"] = {"order": self.cfg.asr.lm_order, "alpha": decoder.alpha, "beta": decoder.beta,
+                             "beam_size": self.cfg.asr.beam_size, "tuned_on_dev": getattr(self, "lm_tuning", None)}
         metrics["examples"] = [{"ref": self.show(r), "hyp": self.show(h)} for r, h in list(zip(refs, greedy))[:5]]
         return metrics
 
