@@ -71,8 +71,8 @@ def _data_dirs(root: Path) -> list[Path]:
 
 def _audio_path(root: Path, entry: str, *, allow_outside: bool) -> Path:
     path = Path(entry)
-    if allow_outside and path.is_absolute():
-        return path
+    if allow_outside:  # absolute, or relative and leaving ROOT ("../wav/x.flac"): both accepted
+        return path if path.is_absolute() else (root / path).resolve()
     try:
         return inside(root, path)
     except CorpusError as exc:

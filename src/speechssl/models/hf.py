@@ -553,16 +553,17 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _load_tensor_file(path: Path) -> dict[str, Tensor]:
-    try:
-        if path.name.endswith(".safetensors"):
-            from safetensors.torch import load_file
+    if path.name.endswith(".safetensors"):
+        from safetensors.torch import load_file
 
+        try:
             return load_file(str(path), device="cpu")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except SpeechSSLError:
-        raise
-    except Exception as exc:  # corrupt / truncated / not a checkpoint
-        raise SpeechSSLError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:  # corrupt / truncated / not a safetensors file
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise SpeechSSLError(f"{path}: cannot read weights ({type(exc).__name__}: {detail})") from None
+    from speechssl.fsutil import safe_torch_load
+
+    state = safe_torch_load(path, "weights file")  # pickles that would run code are refused, in one line
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise SpeechSSLError(f"{path}: expected a flat state dict of tensors")
     return dict(state)

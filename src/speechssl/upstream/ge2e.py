@@ -170,10 +170,12 @@ class GE2E(Upstream):
         self._load(self.weights)
 
     def _load(self, path: Path) -> None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)["model_state"]
-        except Exception as exc:  # truncated file, wrong format
-            raise SpeechSSLError(f"cannot read the GE2E weights {path}: {exc}") from exc
+        from speechssl.fsutil import safe_torch_load
+
+        state = safe_torch_load(path, "GE2E weights file")  # one line of ours if refused or corrupt
+        if not isinstance(state, dict) or not isinstance(state.get("model_state"), dict):
+            raise SpeechSSLError(f"{path}: not a GE2E weights file (no model_state)")
+        state = state["model_state"]
         ours = {}
         for k in range(NUM_LAYERS):
             for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):

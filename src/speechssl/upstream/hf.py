@@ -52,6 +52,22 @@ def weight_files(directory: Path) -> list[Path]:
     return files
 
 
+def _load_error(path: Path, exc: Exception, action: str = "load a transformers model from") -> str:
+    """One line for a failed transformers load of ``path`` (its messages run to many lines,
+    and for a refused pickle they advise ``weights_only=False``, i.e. running the file)."""
+    from speechssl.fsutil import describe_load_failure, is_code_refusal
+
+    if is_code_refusal(exc):
+        bins = [p for p in weight_files(path) if p.suffix == ".bin"] if path.is_dir() else []
+        return "hf: " + describe_load_failure(bins[0] if len(bins) == 1 else path, "weights file", exc)
+    text = str(exc)
+    if "custom code" in text or "trust_remote_code" in text:
+        return (f"hf: {path}: refused: it asks to run its own modeling code (auto_map in its config); "
+                "speechssl never runs code from a model directory")
+    first = (text.strip().splitlines() or [type(exc).__name__])[0]
+    return f"hf: cannot {action} {path}: {first}"
+
+
 class HFUpstream(Upstream):
     """Hidden states of a ``transformers.AutoModel`` audio encoder loaded from a local directory."""
 
@@ -68,10 +84,21 @@ class HFUpstream(Upstream):
 
         from transformers import AutoModel
 
+        # trust_remote_code=False: a directory's own modeling code (config.json "auto_map") is
+        # never run, not even after transformers' interactive prompt.
         try:
-            model = AutoModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
+            model, loading = AutoModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32,
+                                                       trust_remote_code=False, output_loading_info=True)
         except Exception as exc:  # unknown model_type, corrupt weights, ...
-            raise ConfigError(f"hf: cannot load a transformers model from {directory}: {exc}") from exc
+            raise ConfigError(_load_error(directory, exc)) from None
+        # transformers only logs a note when checkpoint names do not match the model: the
+        # benchmark would silently score a randomly initialised encoder. (The mask embedding
+        # exists only in models saved for pretraining or fine-tuning.)
+        missing = [k for k in loading.get("missing_keys", []) if not k.endswith("masked_spec_embed")]
+        if missing:
+            raise ConfigError(f"hf: {directory}: {len(missing)} weight tensor(s) of its {model.config.model_type} "
+                              f"model are not in the checkpoint (e.g. {missing[0]!r}), so they would be random; "
+                              "are the weights saved from this architecture?")
         config = model.config
         if not (
             hasattr(model, "_get_feat_extract_output_lengths")
@@ -98,9 +125,10 @@ class HFUpstream(Upstream):
         from transformers import AutoFeatureExtractor
 
         try:
-            extractor = AutoFeatureExtractor.from_pretrained(directory, local_files_only=True)
+            extractor = AutoFeatureExtractor.from_pretrained(directory, local_files_only=True,
+                                                             trust_remote_code=False)
         except Exception as exc:
-            raise ConfigError(f"hf: cannot read {directory / PREPROCESSOR_FILE}: {exc}") from exc
+            raise ConfigError(_load_error(directory / PREPROCESSOR_FILE, exc, "read")) from None
         rate = getattr(extractor, "sampling_rate", SAMPLE_RATE)
         if rate != SAMPLE_RATE:
             raise ConfigError(

@@ -70,8 +70,9 @@ def read_adapted(run_dir: str | Path) -> tuple[Path, dict[str, Tensor], Any]:
         with safe_open(str(path), framework="pt") as handle:  # one open: metadata and tensors
             metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    except Exception as exc:  # truncated or not a safetensors file
-        raise ConfigError(f"tuned: cannot read {path}: {exc}") from exc
+    except Exception as exc:  # truncated or not a safetensors file (safetensors holds no code to run)
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ConfigError(f"tuned: cannot read {path}: not a complete safetensors file ({detail})") from None
     if metadata.get("format") != FORMAT:
         raise ConfigError(f"tuned: {path} is not a speechssl adapted-upstream file (format {metadata.get('format')!r})")
     cfg = from_dict(BenchConfig, json.loads(metadata["config"]), prefix=str(path))
