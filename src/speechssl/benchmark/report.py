@@ -42,7 +42,7 @@ from typing import Any, Union
 from speechssl.benchmark import plots, regimes, stats
 from speechssl.benchmark.tables import latex_escape, latex_table, markdown_table
 from speechssl.errors import ConfigError
-from speechssl.fsutil import write_text_atomic
+from speechssl.fsutil import write_bytes_atomic, write_error, write_text_atomic
 
 __all__ = ["Figure", "Report", "Section", "Table", "build_report", "read_pretrain_metrics", "write_report"]
 
@@ -1039,6 +1039,13 @@ def _check_formats(formats: Sequence[str]) -> None:
 def _write(report: Report, out_dir: str | Path, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
     _check_formats(formats)
     out_dir = Path(out_dir)
+    try:
+        return _write_files(report, out_dir, formats)
+    except OSError as exc:  # a read-only or full OUT (the files themselves fail with one line already)
+        raise write_error(out_dir, exc, "report in") from exc
+
+
+def _write_files(report: Report, out_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     if "md" in formats:
@@ -1046,10 +1053,7 @@ def _write(report: Report, out_dir: str | Path, formats: Sequence[str] = FORMATS
         fig_dir.mkdir(exist_ok=True)
         files = report.figure_files()
         for figure in report.figures:
-            path = fig_dir / files[figure.name]
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(figure.png)
-            tmp.replace(path)
+            write_bytes_atomic(fig_dir / files[figure.name], figure.png)
         keep = set(files.values())
         for stale in sorted(fig_dir.iterdir()):
             if _FIGURE_FILE.match(stale.name) and stale.name not in keep:

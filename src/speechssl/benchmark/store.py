@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from speechssl.benchmark.directions import metric_direction
-from speechssl.errors import ConfigError
+from speechssl.errors import ConfigError, SpeechSSLError
+from speechssl.fsutil import write_error
 
 SCHEMA_VERSION = 1
 STORE_ENV = "SPEECHSSL_STORE"
@@ -127,12 +128,19 @@ class ResultStore:
         if not create and not self.path.exists():
             # Readers must not leave an empty store behind a mistyped path.
             raise ConfigError(f"no result store at {self.path} (bench, sweep or `results import` make one)")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(self.path, exc, "result store") from exc
+        existed = self.path.exists()
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             self._db.execute("PRAGMA journal_mode = WAL")
         except sqlite3.DatabaseError as exc:
+            failure = _store_write_failure(self.path, exc)
+            if failure is not None or not existed:
+                raise failure or SpeechSSLError(f"cannot create result store {self.path}: {exc}") from exc
             raise ConfigError(f"{self.path} is not a speechssl result store ({exc})") from exc
         self._db.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL keeps it consistent
         self._db.execute("PRAGMA foreign_keys = ON")
@@ -155,13 +163,22 @@ class ResultStore:
     def _write(self) -> Iterator[sqlite3.Connection]:
         # IMMEDIATE takes the write lock up front: two writers never both read-then-
         # upgrade (which would deadlock one of them into SQLITE_BUSY).
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                if self._db.in_transaction:  # SQLite rolls back by itself on e.g. a full disk
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            failure = _store_write_failure(self.path, exc)
+            if failure is None:
+                raise
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise failure from exc
 
     def close(self) -> None:
         self._db.close()
@@ -356,6 +373,21 @@ class ResultStore:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _store_write_failure(path: Path, exc: sqlite3.Error) -> SpeechSSLError | None:
+    """One line for SQLite's disk-full / read-only / cannot-open errors (None for others):
+    the failed transaction was rolled back, so the store holds what it held before."""
+    text = str(exc).lower()
+    if "disk is full" in text or "disk full" in text:
+        reason = "no space left on device; the store is unchanged (the transaction was rolled back)"
+    elif "readonly" in text or "read-only" in text:
+        reason = "the store or its directory is read-only"
+    elif "unable to open" in text:
+        reason = "cannot open or create the file (is its directory writable?)"
+    else:
+        return None
+    return SpeechSSLError(f"cannot write result store {path}: {reason}")
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:

@@ -120,6 +120,9 @@ class TreeCheck:
         return not missing
 
     def done(self) -> None:
+        if len(self.problems) == 1:  # one line; several are listed one per line
+            raise CorpusError(f"{self.corpus}: {self.root} is not a usable {self.corpus} tree: {self.problems[0]} "
+                              f"(expected layout: docs/corpora.md, section '{self.corpus}')")
         if self.problems:
             lines = "\n".join(f"  - {p}" for p in self.problems)
             raise CorpusError(f"{self.corpus}: {self.root} is not a usable {self.corpus} tree:\n{lines}\n"
@@ -506,6 +509,17 @@ def _write_jsonl_gz(path: Path, records: list[dict]) -> None:
 
 def _write_tree(out: Path, by_split: dict[str, list[dict]], trials: dict[str, list], info: dict) -> None:
     tmp = out.with_name(f".{out.name}.prepare-{os.getpid()}")
+    try:
+        _write_tree_via(tmp, out, by_split, trials, info)
+    except OSError as exc:  # disk full, read-only OUT: remove the half-written copy, name OUT
+        shutil.rmtree(tmp, ignore_errors=True)
+        from speechssl.fsutil import write_error
+
+        raise write_error(out, exc, "corpus manifests in") from exc
+
+
+def _write_tree_via(tmp: Path, out: Path, by_split: dict[str, list[dict]], trials: dict[str, list],
+                    info: dict) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "manifests").mkdir(parents=True)
     for split, cuts in by_split.items():

@@ -7,6 +7,7 @@ too short for the encoder. Every refusal is an :class:`AudioError` naming the fi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -63,11 +64,12 @@ def load_audio(
     try:
         handle = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioError(path, f"not a readable audio file ({_short(exc)})") from None
+        raise AudioError(path, f"not a readable audio file ({_open_reason(exc, path)})") from None
     with handle:
         sr, total_frames = handle.samplerate, handle.frames
         if sr <= 0 or handle.channels <= 0:
             raise AudioError(path, f"invalid header (rate={sr}, channels={handle.channels})")
+        _check_data_chunk(handle, path)
         start = int(round(offset * sr))
         stop = total_frames if duration is None else min(start + int(round(duration * sr)), total_frames)
         if total_frames > 0 and start >= total_frames:
@@ -133,12 +135,17 @@ def scan_cuts(cuts: Iterable, *, skip_bad: bool, min_seconds: float = DEFAULT_MI
     """Decode every cut's audio once and sort the cuts into good and bad.
 
     Without ``skip_bad`` the first bad file raises; with it, bad files are collected
-    so the caller can report their count and list (never skipped silently).
+    so the caller can report their count and list (never skipped silently). Besides what
+    :func:`load_audio` refuses, a cut whose every sample is zero (digital silence: a dead
+    microphone or a failed export) counts as bad here; ``load_audio`` itself accepts
+    silence, since a silent stretch of a longer recording is ordinary.
     """
     report = AudioScanReport()
     for cut in cuts:
         try:
-            load_cut_audio(cut, min_seconds=min_seconds)
+            wave = load_cut_audio(cut, min_seconds=min_seconds)
+            if not wave.any():
+                raise AudioError(cut.recording.sources[0].source, "every sample is zero (a silent recording)")
         except AudioError as exc:
             if not skip_bad:
                 raise
@@ -146,6 +153,31 @@ def scan_cuts(cuts: Iterable, *, skip_bad: bool, min_seconds: float = DEFAULT_MI
         else:
             report.good.append(cut)
     return report
+
+
+# libsndfile's log line for a WAV/AIFF whose data chunk is cut short: "data : 32000 (should be 15978)".
+# It then quietly reads the frames that are there (and reports that many), so this log is the
+# only sign of a truncated file. 0 and 0xFFFFFFFF are the sizes streaming writers leave.
+_SHORT_CHUNK = re.compile(r"^(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_STREAMING_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)
+
+
+def _check_data_chunk(handle: sf.SoundFile, path: Path) -> None:
+    if handle.format not in ("WAV", "WAVEX", "RF64", "W64", "AIFF"):
+        return
+    found = _SHORT_CHUNK.search(handle.extra_info)
+    if found:
+        declared, present = int(found.group(1)), int(found.group(2))
+        if present < declared and declared not in _STREAMING_SIZES:
+            raise AudioError(path, f"truncated: the header declares {declared} bytes of audio data but only "
+                                   f"{present} are in the file")
+
+
+def _open_reason(exc: Exception, path: Path) -> str:
+    """libsndfile's reason without soundfile's "Error opening '<path>': " prefix (the path is named once)."""
+    text = _short(exc)
+    prefix = f"Error opening {str(path)!r}: "
+    return text[len(prefix):].rstrip(".") if text.startswith(prefix) and len(text) > len(prefix) else text
 
 
 def _short(exc: Exception) -> str:

@@ -70,7 +70,7 @@ from torch.utils.data import DataLoader
 
 from speechssl.data.collate import CutAudioDataset
 from speechssl.errors import ConfigError, SpeechSSLError
-from speechssl.fsutil import fsync_dir, pid_alive, write_file_synced
+from speechssl.fsutil import fsync_dir, pid_alive, write_error, write_file_synced
 from speechssl.upstream.base import Upstream, valid_mask
 
 log = logging.getLogger(__name__)
@@ -515,7 +515,10 @@ class FeatureCache:
     ) -> None:
         started = time.time()
         tmp = self.root / f".tmp-{key}-{os.getpid()}-{secrets.token_hex(4)}"
-        tmp.mkdir()
+        try:
+            tmp.mkdir()
+        except OSError as exc:
+            raise write_error(self._entry_path(key), exc, "feature cache entry") from exc
         try:
             write_file_synced(tmp / _BUILDER, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode())
             writer = _ShardWriter(tmp, self.shard_bytes, len(kept))
@@ -565,6 +568,8 @@ class FeatureCache:
             _touch(tmp / _LAST_USED)
             fsync_dir(tmp)
             self._install(tmp, key)
+        except OSError as exc:  # disk full, read-only cache: one line; the temp dir goes below
+            raise write_error(self._entry_path(key), exc, "feature cache entry") from exc
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

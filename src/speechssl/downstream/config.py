@@ -105,6 +105,10 @@ class AsrConfig:
     )
     worst_languages: int = param(15, min=1, help="asr_lid: N of the worst-N languages mean (ML-SUPERB 2.0: 15)")
 
+    def validate(self) -> None:
+        if self.lm_order == 1:
+            raise ConfigError("lm_order: use 2 or more (KenLM cannot load a unigram model); 0 = no LM")
+
 
 @dataclass
 class AstConfig:

@@ -2,7 +2,8 @@
 
 A reader therefore sees either the previous complete file or the new complete file,
 never a partial one, even if the writer is killed with SIGKILL mid-write. Files are
-loaded with ``torch.load(weights_only=True)``: a checkpoint is data, not code.
+loaded with ``torch.load(weights_only=True)`` (:func:`speechssl.fsutil.safe_torch_load`): a
+checkpoint is data, not code.
 """
 
 from __future__ import annotations
@@ -17,36 +18,63 @@ from typing import Any
 import torch
 
 from speechssl.errors import SpeechSSLError
-from speechssl.fsutil import fsync_dir
+from speechssl.fsutil import fsync_dir, safe_torch_load, write_error
 
 FORMAT = "speechssl.pretrain/1"
 _STEP_FILE = re.compile(r"^step_(\d{8,})\.pt$")
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """``torch.save`` to a temp file, fsync, rename. A failed write (disk full, read-only
+    directory) removes the temp file, keeps the previous ``path`` and raises one line
+    naming ``path`` (torch itself reports a full disk as an obscure ``RuntimeError``)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc, "checkpoint") from exc
+    watch = None
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            watch = _WriteWatch(handle)
+            torch.save(obj, watch)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp_name).unlink(missing_ok=True)
+        failure = exc if isinstance(exc, OSError) else getattr(watch, "error", None)
+        if failure is not None:
+            raise write_error(path, failure, "checkpoint") from exc
         raise
     fsync_dir(path.parent)
     return path
+
+
+class _WriteWatch:
+    """A file handle that remembers the ``OSError`` of a failed write (torch re-raises it as a
+    ``RuntimeError`` whose text no longer says what went wrong)."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SpeechSSLError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle with code, ...
-        raise SpeechSSLError(f"cannot read checkpoint {path}: {exc}") from exc
+    state = safe_torch_load(path, "checkpoint")  # one line of ours if refused or corrupt
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SpeechSSLError(f"{path} is not a speechssl pretraining checkpoint (format {FORMAT})")
     return state
