@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 from speechssl import __version__
 from speechssl.errors import SpeechSSLError
+from speechssl.memory import bound_shape_caches
 
 DEFAULT_DATA_DIR = Path("data/synth")
 DEFAULT_DEMO_DIR = Path("runs/demo")
@@ -312,7 +313,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     report = run_sweep(cfg, name=name, executor=args.executor, workers=args.workers, retry_failed=args.retry_failed)
     print(report.summary())
-    return 1 if report.failed else 0
+    return 1 if report.failed or report.interrupted else 0
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -734,6 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before any convolution runs: caps oneDNN's per-shape caches, which otherwise grow the
+    # RSS of CPU runs over variable-length batches by GBs (speechssl.memory).
+    bound_shape_caches()
     parser = build_parser()
     # argparse cannot take positionals on both sides of options ("pretrain CFG --out D
     # a=1"): leftovers that look like KEY=VALUE overrides join the verb's overrides.

@@ -8,7 +8,9 @@ already holds as finished, so a sweep killed at any point (even SIGKILL) resumes
 where it stopped; a cell whose ``result.json`` was written but not yet stored is
 picked up without retraining (``run_bench`` reuses a finished result of the same
 config). Failed cells are stored with their error and rerun only with
-``--retry-failed``.
+``--retry-failed``. Cells lost with a pool worker that was killed (SIGKILL, the OOM killer:
+the whole pool breaks) are not failures of their own: they stay ``pending`` with the error,
+and a plain rerun runs them.
 
 Only the driver process writes the store: workers return their result. So the
 store may stay on a local disk while SLURM workers run elsewhere, and a worker that
@@ -27,6 +29,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -149,16 +152,19 @@ class SweepReport:
     skipped: int = 0  # finished before this invocation
     finished: int = 0
     failed: int = 0
+    interrupted: int = 0  # lost with a worker that died (SIGKILL, OOM): left pending, a rerun runs them
     skipped_failed: int = 0  # failed earlier, not retried
     errors: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         parts = [f"{self.cells} cells", f"{self.skipped} already done", f"{self.finished} finished now",
                  f"{self.failed} failed"]
+        if self.interrupted:
+            parts.append(f"{self.interrupted} interrupted by a dead worker (a rerun runs them)")
         if self.skipped_failed:
             parts.append(f"{self.skipped_failed} failed earlier (rerun with --retry-failed)")
         lines = [", ".join(parts)]
-        lines += [f"  FAILED {label}: {error_line(err)}"
+        lines += [f"  {'INTERRUPTED' if err.startswith('interrupted:') else 'FAILED'} {label}: {error_line(err)}"
                   for label, err in self.errors.items()]
         return "\n".join(lines)
 
@@ -192,6 +198,13 @@ def run_sweep(cfg: SweepConfig, *, name: str = "sweep", executor: str = "local",
     log(f"sweep: {len(cells)} cells, {report.skipped} done, {len(todo)} to run ({executor}, {workers} worker(s))")
 
     def record(cell: Cell, outcome: dict[str, Any]) -> None:
+        if outcome.get("interrupted"):
+            # Not the cell's verdict: every cell of a pool whose worker died ends up here.
+            report.interrupted += 1
+            report.errors[cell.label] = outcome["error"]
+            store.set_status(cell.key, "pending", error=outcome["error"], count_attempt=True)
+            log(f"  interrupted {cell.label}: {error_line(outcome['error'])} (left pending)")
+            return
         if "error" in outcome:
             report.failed += 1
             report.errors[cell.label] = outcome["error"]
@@ -262,7 +275,9 @@ def _run_local(cells: list[Cell], workers: int, record: Callable[[Cell, dict[str
                 cell = pending.pop(future)
                 try:
                     outcome = future.result()
-                except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OOM killer
+                except BrokenProcessPool as exc:  # a worker was killed (OOM killer, SIGKILL): the pool is gone
+                    outcome = {"error": f"interrupted: worker died: {type(exc).__name__}: {exc}", "interrupted": True}
+                except Exception as exc:  # noqa: BLE001 - the cell's result could not be returned
                     outcome = {"error": f"worker died: {type(exc).__name__}: {exc}"}
                 record(cell, outcome)
 

@@ -12,6 +12,7 @@ so that a collapsed upstream is reported in seconds rather than after the probe.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import re
@@ -45,7 +46,7 @@ from speechssl.downstream.featurizer import Featurizer, resolve_layer
 from speechssl.downstream.probes import check_probe
 from speechssl.downstream.tasks import ProbeBatch, Task, task_class
 from speechssl.errors import ConfigError, SpeechSSLError
-from speechssl.fsutil import write_text_atomic
+from speechssl.fsutil import write_bytes_atomic, write_text_atomic
 
 RESULT_FORMAT = "speechssl.bench/1"
 ROLES = ("train", "dev", "test")
@@ -301,6 +302,10 @@ def train_statistics(source: FeatureSource, num_layers: int) -> tuple[Tensor, Te
         raise SpeechSSLError("cannot standardise: the train split gave no frames")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    bad = [i for i in range(num_layers) if not (np.isfinite(mean[i]).all() and np.isfinite(std[i]).all())]
+    if bad:
+        raise SpeechSSLError(f"cannot standardise: the train features of layer(s) {bad} hold NaN or infinite "
+                             "values; check the upstream's numerics and the audio")
     return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
 
 
@@ -341,7 +346,12 @@ def _trained_state(upstream: nn.Module) -> dict[str, Tensor]:
 
 def _fit(cfg: BenchConfig, task, featurizer: Featurizer, probe: nn.Module, upstream: nn.Module, batches, evaluate,
          splits, run_dir: Path, progress: bool) -> Fit:
-    """Train on train, evaluate on dev after every epoch, keep the best dev state."""
+    """Train on train, evaluate on dev after every epoch, keep the best dev state.
+
+    A batch whose loss or gradient norm is NaN/inf is skipped (no optimizer step) and counted
+    (``Fit.skipped``, ``skipped_batches`` in the epoch log); an epoch without one finite batch,
+    or more than max(10, half an epoch) bad batches in all, stops the run (SpeechSSLError).
+    """
     lr = cfg.train.lr or task.default_lr
     own = [p for p in list(featurizer.parameters()) + list(probe.parameters()) if p.requires_grad]
     groups = [{"params": own, "lr": lr}] + upstream_param_groups(upstream, cfg, lr)
@@ -364,6 +374,7 @@ def _fit(cfg: BenchConfig, task, featurizer: Featurizer, probe: nn.Module, upstr
         upstream.train(tuning)
         t0 = time.perf_counter()
         losses = []
+        skipped_before = skipped
         iterator = batches("train", shuffle=True, epoch=epoch)
         if progress:
             from tqdm import tqdm
@@ -372,19 +383,28 @@ def _fit(cfg: BenchConfig, task, featurizer: Featurizer, probe: nn.Module, upstr
         for batch in iterator:
             loss = task.loss(probe, batch)
             optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
-                # A bad batch must not poison the probe; too many means a broken setup.
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                # clip_norm=0 measures only (max_norm=inf scales by exactly 1): a NaN/inf gradient
+                # of a finite loss is caught too.
+                norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.train.clip_norm or math.inf)
+                finite = bool(torch.isfinite(norm))
+            if not finite:
+                # A bad batch must not poison the probe (no step); too many means a broken setup.
+                optimizer.zero_grad(set_to_none=True)
                 skipped += 1
                 if skipped > max(10, batches_per_epoch // 2):
-                    raise SpeechSSLError(f"{skipped} batches gave a non-finite loss; the probe or its features are broken")
+                    raise SpeechSSLError(f"{skipped} batches gave a non-finite loss or gradient (the last in epoch "
+                                         f"{epoch + 1}); stopping: the probe or its features are broken")
                 continue
-            loss.backward()
-            if cfg.train.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.train.clip_norm)
             optimizer.step()
             scheduler.step()
             updates += 1
             losses.append(float(loss.detach()))
+        if not losses and skipped > skipped_before:
+            raise SpeechSSLError(f"every batch of epoch {epoch + 1} gave a non-finite loss or gradient ({skipped} "
+                                 "skipped in all); stopping: the probe or its features are broken")
         epoch_train = time.perf_counter() - t0
         train_seconds += epoch_train
         value = float(evaluate("dev", final=False)[task.primary_metric])
@@ -399,6 +419,7 @@ def _fit(cfg: BenchConfig, task, featurizer: Featurizer, probe: nn.Module, upstr
             "epoch": epoch + 1,
             "updates": updates,
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "skipped_batches": skipped,
             f"dev_{task.primary_metric}": value,
             "lr": scheduler.get_last_lr()[0],
             "epoch_seconds": round(epoch_train, 3),
@@ -528,11 +549,13 @@ def _save_weights(cfg: BenchConfig, run_dir: Path, task, featurizer: Featurizer,
                   upstream: nn.Module) -> None:
     """The best probe (``best.pt``) and, for an adapted upstream, only the weights its regime
     trained (``tuned:<run dir>`` rebuilds the adapted upstream from them)."""
+    buffer = io.BytesIO()
     torch.save(
         {"format": RESULT_FORMAT, "config": to_dict(cfg), "probe": probe.state_dict(),
          "featurizer": featurizer.state_dict(), "labels": task.label_state()},
-        run_dir / "best.pt",
+        buffer,
     )
+    write_bytes_atomic(run_dir / "best.pt", buffer.getvalue())  # a killed run never leaves half a file
     if cfg.regime != "frozen":
         from speechssl.upstream.tuned import ADAPTED_FILE, save_adapted
 

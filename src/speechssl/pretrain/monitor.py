@@ -42,7 +42,7 @@ class Monitor:
         """Drop records of steps after ``step`` (written by a run that died before its next checkpoint)."""
         if not self.enabled or not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        kept = [line for line in self.path.read_text().splitlines() if (at := _step_of(line)) is not None and at <= step]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         tmp.replace(self.path)
@@ -71,3 +71,11 @@ class Monitor:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics.jsonl line; None for a line cut short by a killed writer (dropped)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
