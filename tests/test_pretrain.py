@@ -40,7 +40,7 @@ def cli(*args: str) -> list[str]:
 
 
 def comparable(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("wall_seconds", "rss_mb")} for r in records]
 
 
 # ---------------------------------------------------------------- schedules and heuristics

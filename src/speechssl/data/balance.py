@@ -117,10 +117,14 @@ def balanced_subset(cuts: Iterable[Any], hours_per_language: float, seed: int = 
 
 def indices_by_language(cuts: Sequence[Any]) -> dict[str, list[int]]:
     """Positions of the cuts of each language (languages sorted); every cut needs a label."""
+    return indices_by_label([cut_language(cut) for cut in cuts])
+
+
+def indices_by_label(languages: Sequence[str | None]) -> dict[str, list[int]]:
+    """:func:`indices_by_language` from the cuts' language labels (None: unlabelled)."""
     groups: dict[str, list[int]] = {}
     unlabelled = 0
-    for index, cut in enumerate(cuts):
-        language = cut_language(cut)
+    for index, language in enumerate(languages):
         if language is None:
             unlabelled += 1
             continue
@@ -128,7 +132,7 @@ def indices_by_language(cuts: Sequence[Any]) -> dict[str, list[int]]:
     if unlabelled:
         # Balancing must not guess: a missing label is usually a manifest bug, not a language.
         raise ConfigError(
-            f"{unlabelled} of {len(cuts)} cuts have no language (cut.supervisions[0].language); "
+            f"{unlabelled} of {len(languages)} cuts have no language (cut.supervisions[0].language); "
             "language balancing needs every cut labelled"
         )
     if not groups:

@@ -37,6 +37,7 @@ from speechssl.data.collate import AudioBatch, make_dataloader, normalize_wavefo
 from speechssl.data.manifests import available_splits, load_cuts
 from speechssl.data.mixing import BatchMixer
 from speechssl.errors import ConfigError, SpeechSSLError
+from speechssl.memory import bound_shape_caches, current_rss_mb
 from speechssl.models.objectives import OBJECTIVES, build_objective
 from speechssl.pretrain import checkpoint as ckpt
 from speechssl.pretrain.config import PretrainConfig
@@ -125,6 +126,7 @@ def pretrain(
     the same config in the same directory later continues from it.
     """
     check(cfg)
+    bound_shape_caches()  # flat RSS over variable-length batches on CPU (speechssl.memory)
     trainer = Trainer(cfg, Path(out_dir), progress=progress)
     try:
         return trainer.run(fresh=fresh, init_only=init_only)
@@ -467,6 +469,7 @@ class Trainer:
         """Numbers too costly for every update, taken when a record is written."""
         stats = self.model.monitor_stats()
         stats["wall_seconds"] = round(self.state.wall_seconds, 3)
+        stats["rss_mb"] = current_rss_mb()  # resident memory now (issue 17: flat over a run)
         return stats
 
     @torch.no_grad()
