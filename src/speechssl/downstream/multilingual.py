@@ -78,10 +78,10 @@ def check_shots(cfg: BenchConfig) -> None:
 
 def run_dir(cfg: BenchConfig, arch: str, framework: str, regime: str) -> Path:
     """``runs/multilingual/<upstream>/<arch>-<framework>-<regime>-<train split>-seed<N>``."""
-    from speechssl.downstream.runner import default_run_dir
+    from speechssl.downstream.runner import upstream_slug
 
-    upstream_dir = default_run_dir(cfg, "x").parent.name
-    return Path("runs/multilingual") / upstream_dir / f"{arch}-{framework}-{regime}-{cfg.train_split}-seed{cfg.seed}"
+    return (Path("runs/multilingual") / upstream_slug(cfg.upstream)
+            / f"{arch}-{framework}-{regime}-{cfg.train_split}-seed{cfg.seed}")
 
 
 def format_summary(result: dict[str, Any]) -> str:

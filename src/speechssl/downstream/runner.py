@@ -136,8 +136,13 @@ class FeatureSource:
 # ---------------------------------------------------------------- the run
 
 
+def upstream_slug(upstream: str) -> str:
+    """An upstream spec as a folder name (``ckpt:runs/x`` -> ``ckpt-runs_x``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", upstream.replace(":", "-")).strip("_")[-60:]
+
+
 def default_run_dir(cfg: BenchConfig, probe: str) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.upstream.replace(":", "-")).strip("_")[-60:]
+    slug = upstream_slug(cfg.upstream)
     layer = "" if cfg.featurizer.layer is None else f"-layer{cfg.featurizer.layer}"
     regime = "" if cfg.regime == "frozen" else f"-{regime_label(cfg)}"
     train = "" if cfg.train_split == "train" else f"-{cfg.train_split}"
