@@ -62,18 +62,40 @@ tensor on both sides.)
 where they go: by phase (forward modules, masking, contrastive logits, backward, AdamW)
 and the top operators by self CPU time.
 
-    python benchmarks/pretrain_throughput.py --quick          # < 1 min on 2 cores
+MFU and memory, per side:
+
+* ``GFLOP/step``: one more step of each model under ``FlopCounterMode`` after the timing
+  (forward + backward; matmul, convolution and attention kernels, 2 FLOPs per MAC; the
+  optimizer and element-wise work count 0), each model's *own* step on the same batch --
+  transformers' step does more work (distractors and quantizer on every frame), and that
+  work is counted for it; ``GF/audio-s`` divides it by the batch's real audio.
+* ``MFU`` = GFLOP/step / median s/step / the measured matmul peak
+  (:func:`speechssl.pretrain.mfu.measured_peak`: square matmuls, 2048 on CPU with the run's
+  threads, 8192 on a GPU, in the run's dtype); on a GPU of a known family the datasheet
+  peak's MFU is printed too. ``limit`` = the audio-s/s at 100 % of the measured peak.
+* ``peak MB``: each side in a fresh subprocess (same batch, same model build), two steps
+  after one warm-up: on CPU the highest resident set size sampled every 20 ms during the
+  steps minus the RSS before them (activations, gradients, AdamW state, allocator slack);
+  on a GPU ``torch.cuda.max_memory_allocated`` over the steps (weights included).
+  ``--no-memory`` skips it.
+
+``--device cuda --precision bf16`` runs both steps under bf16 autocast on a GPU.
+
+    python benchmarks/pretrain_throughput.py --quick          # < 1 min on 2 cores with --no-memory
     python benchmarks/pretrain_throughput.py                  # tiny, 48 s batches, 10 repeats
     python benchmarks/pretrain_throughput.py --model base --batch-seconds 16 --repeats 3
     python benchmarks/pretrain_throughput.py --quick --profile
+    python benchmarks/pretrain_throughput.py --model base --device cuda --precision bf16
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -90,6 +112,7 @@ from speechssl.models.config import EncoderConfig
 from speechssl.models.hf import hf_config_from, hf_state_dict
 from speechssl.models.objectives import contrastive as contrastive_module
 from speechssl.models.objectives.contrastive import ContrastiveConfig, Wav2Vec2Pretraining
+from speechssl.pretrain.mfu import PRECISION_DTYPES, count_flops, datasheet_peak, measured_peak
 
 # AdamW as `speechssl pretrain` builds it (PretrainConfig.optim defaults, tiny recipe lr).
 ADAMW = dict(lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
@@ -107,6 +130,9 @@ class Batch:
     @property
     def seconds(self) -> float:
         return float(self.lengths.sum()) / SAMPLE_RATE
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.waveforms.to(device), self.lengths.to(device), self.attention_mask.to(device), self.source)
 
 
 SAMPLE_RATE = 16_000
@@ -200,12 +226,20 @@ def build_models(args: argparse.Namespace) -> tuple[Wav2Vec2Pretraining, torch.n
     return ours.train(), theirs.train(), weights
 
 
-def our_step(model: Wav2Vec2Pretraining, batch: Batch, fused: bool = False) -> Callable[[int], float]:
+def autocast(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
+    if precision == "fp32":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=PRECISION_DTYPES[precision])
+
+
+def our_step(
+    model: Wav2Vec2Pretraining, batch: Batch, fused: bool = False, amp: Callable = contextlib.nullcontext
+) -> Callable[[int], float]:
     optimizer = torch.optim.AdamW(model.parameters(), **ADAMW, fused=fused or None)
 
     def step(num_updates: int) -> float:
         optimizer.zero_grad(set_to_none=True)
-        with phase("ours: forward"):
+        with phase("ours: forward"), amp():
             out = model(batch.waveforms, batch.lengths, num_updates=num_updates)
         with phase("ours: backward"):
             out.loss.backward()
@@ -217,7 +251,8 @@ def our_step(model: Wav2Vec2Pretraining, batch: Batch, fused: bool = False) -> C
 
 
 def their_step(
-    model: torch.nn.Module, batch: Batch, objective_cfg: ContrastiveConfig, fused: bool = False
+    model: torch.nn.Module, batch: Batch, objective_cfg: ContrastiveConfig, fused: bool = False,
+    amp: Callable = contextlib.nullcontext,
 ) -> Callable[[int], float]:
     from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
@@ -233,16 +268,18 @@ def their_step(
         frame_mask = model._get_feature_vector_attention_mask(frames, batch.attention_mask)
         mask = _compute_mask_indices(
             (batch_size, frames), cfg.mask_time_prob, cfg.mask_time_length,
-            attention_mask=frame_mask, min_masks=cfg.mask_time_min_masks,
+            attention_mask=frame_mask.cpu(), min_masks=cfg.mask_time_min_masks,
         )
         negatives = _sample_negative_indices((batch_size, frames), cfg.num_negatives, mask_time_indices=mask)
-        mask_time_indices = torch.tensor(mask, dtype=torch.long)
-        out = model(
-            batch.waveforms,
-            attention_mask=batch.attention_mask,
-            mask_time_indices=mask_time_indices,
-            sampled_negative_indices=torch.tensor(negatives, dtype=torch.long),
-        )
+        device = batch.waveforms.device
+        mask_time_indices = torch.tensor(mask, dtype=torch.long, device=device)
+        with amp():
+            out = model(
+                batch.waveforms,
+                attention_mask=batch.attention_mask,
+                mask_time_indices=mask_time_indices,
+                sampled_negative_indices=torch.tensor(negatives, dtype=torch.long, device=device),
+            )
         loss = out.loss / mask_time_indices.sum()  # the example's per-masked-frame normalisation
         loss.backward()
         optimizer.step()
@@ -373,6 +410,69 @@ def profile_ours(model: Wav2Vec2Pretraining, step: Callable[[int], float], steps
     print(events.table(sort_by="self_cpu_time_total", row_limit=row_limit, max_name_column_width=48))
 
 
+# ---------------------------------------------------------------- MFU and memory
+
+
+def build_steps(args: argparse.Namespace, batch: Batch):  # type: ignore[no-untyped-def]
+    """Both models on ``args.device`` and their step functions on ``batch`` (moved there too)."""
+    device = torch.device(args.device)
+    ours, theirs, weights = build_models(args)
+    ours, theirs = ours.to(device), theirs.to(device)
+    batch = batch.to(device)
+    _, objective_cfg = configs(args.model)
+    amp = autocast(device, args.precision)
+    steps = {
+        "speechssl": our_step(ours, batch, args.fused_adamw, amp),
+        "transformers": their_step(theirs, batch, objective_cfg, args.fused_adamw, amp),
+    }
+    return ours, theirs, weights, steps
+
+
+def peaks(args: argparse.Namespace) -> tuple[dict, dict | None]:
+    """The measured matmul peak in the run's dtype and threads; the datasheet peak of a known GPU."""
+    device = torch.device(args.device)
+    peak = measured_peak(device, PRECISION_DTYPES[args.precision])
+    datasheet = None
+    if device.type == "cuda":
+        tf32 = torch.get_float32_matmul_precision() != "highest"
+        datasheet = datasheet_peak(torch.cuda.get_device_name(device), args.precision, tf32=tf32)
+    return peak, datasheet
+
+
+def memory_child(args: argparse.Namespace) -> int:
+    """In a fresh process: one side's peak memory over 2 steps after a warm-up; prints one JSON line."""
+    from speechssl.downstream.cost import PeakMemory
+
+    batch = make_batch(args)
+    _, _, _, steps = build_steps(args, batch)
+    step = steps[args.memory_child]
+    step(0)
+    device = torch.device(args.device)
+    before = PeakMemory._rss_bytes() or 0
+    with PeakMemory(device) as peak:
+        step(1)
+        step(2)
+    if peak.mb is None:
+        print(json.dumps({"mb": None}))
+    elif device.type == "cuda":
+        print(json.dumps({"mb": peak.mb, "kind": peak.kind}))
+    else:
+        print(json.dumps({"mb": peak.mb - before / 2**20, "kind": "rss_delta"}))
+    return 0
+
+
+def measure_memory(argv: list[str] | None, name: str) -> float | None:
+    """Run :func:`memory_child` for ``name`` in a fresh interpreter with this run's arguments."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = [sys.executable, os.path.abspath(__file__), *args, "--memory-child", name]
+    done = subprocess.run(command, capture_output=True, text=True)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)["mb"]
+    print(f"WARNING: the memory subprocess for {name} failed: {done.stderr.strip()[-300:]}")
+    return None
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -397,7 +497,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-steps", type=int, default=2)
     parser.add_argument("--profile-rows", type=int, default=25)
     parser.add_argument("--quick", action="store_true", help="16 s batches, 3 repeats: well under a minute")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                        help="fp32, or bf16 autocast on both sides (default: fp32 on CPU, bf16 on cuda)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--memory-child", choices=["speechssl", "transformers"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.precision is None:
+        args.precision = "bf16" if args.device == "cuda" else "fp32"
     preset = QUICK if args.quick else FULL
     for key, value in preset.items():
         if getattr(args, key) is None:
@@ -408,6 +515,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need --repeats >= 1 and --warmup >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but no CUDA device is available")
+        return 2
+    if args.memory_child:
+        return memory_child(args)
 
     import transformers
 
@@ -420,17 +532,17 @@ def main(argv: list[str] | None = None) -> int:
     except SpeechSSLError as exc:  # --data: no corpus there, unreadable audio
         print(f"error: {exc}")
         return 2
-    ours, theirs, weights = build_models(args)
-    _, objective_cfg = configs(args.model)
-    steps = {
-        "speechssl": our_step(ours, batch, args.fused_adamw),
-        "transformers": their_step(theirs, batch, objective_cfg, args.fused_adamw),
-    }
+    ours, theirs, weights, steps = build_steps(args, batch)
+    batch = batch.to(torch.device(args.device))
     results = run(steps, args.warmup, args.repeats)
     rows = [
         Row(name, sum(p.numel() for p in model.parameters()), *results[name])
         for name, model in (("speechssl", ours), ("transformers", theirs))
     ]
+    # One more step of each under FlopCounterMode (after the timing: counting slows a step down).
+    flops = {name: count_flops(lambda step=step: step(args.warmup + args.repeats)) for name, step in steps.items()}
+    peak, datasheet = peaks(args)
+    memory = {} if args.no_memory else {name: measure_memory(argv, name) for name in steps}
 
     b, samples = batch.waveforms.shape
     print(
@@ -450,15 +562,31 @@ def main(argv: list[str] | None = None) -> int:
             f"for the CPU, so timings are inflated and noisy"
             + (" (multi-threaded ops stall worst: compare with --threads 1)" if torch.get_num_threads() > 1 else "")
         )
-    header = f"{'implementation':<15}{'params':>11}{'s/step':>9}{'min':>8}{'max':>8}{'audio s/s':>11}{'loss':>8}"
+    header = (
+        f"{'implementation':<15}{'params':>11}{'s/step':>9}{'min':>8}{'max':>8}{'audio s/s':>11}{'loss':>8}"
+        f"{'GFLOP/step':>12}{'GF/audio-s':>12}{'MFU':>7}{'limit':>8}{'peak MB':>9}"
+    )
+    print(f"{args.device}, {args.precision}; peak {peak['flops_per_second'] / 1e9:.1f} GFLOP/s ({peak['source']})"
+          + (f"; {datasheet['source']}" if datasheet else ""))
     print(header)
     print("-" * len(header))
     for row in rows:
+        per_audio_s = flops[row.name] / batch.seconds
+        mfu = flops[row.name] / row.median / peak["flops_per_second"]
+        mb = memory.get(row.name)
         print(
             f"{row.name:<15}{row.params:>11,}{row.median:>9.3f}{min(row.times):>8.3f}{max(row.times):>8.3f}"
-            f"{batch.seconds / row.median:>11.1f}{statistics.median(row.losses):>8.3f}"
+            f"{batch.seconds / row.median:>11.2f}{statistics.median(row.losses):>8.3f}"
+            f"{flops[row.name] / 1e9:>12.1f}{per_audio_s / 1e9:>12.2f}{100 * mfu:>6.1f}%"
+            f"{peak['flops_per_second'] / per_audio_s:>8.2f}{(f'{mb:.0f}' if mb is not None else '-'):>9}"
         )
+        if datasheet:
+            vs_datasheet = flops[row.name] / row.median / datasheet["flops_per_second"]
+            print(f"{'':<15}MFU vs the datasheet peak: {100 * vs_datasheet:.1f}%")
     print("(loss: per masked frame; ours also holds the x10 L2 penalty on CNN features, transformers' has none)")
+    if memory:
+        kind = "torch.cuda.max_memory_allocated" if args.device == "cuda" else "peak RSS above the RSS before the steps"
+        print(f"(peak MB: {kind}, 2 steps after a warm-up, each side in a fresh process)")
     if args.profile:
         profile_ours(ours, steps["speechssl"], args.profile_steps, args.profile_rows)
     print(f"wall {time.perf_counter() - started:.1f} s")

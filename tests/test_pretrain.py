@@ -20,6 +20,7 @@ from speechssl.models.objectives import Wav2Vec2Pretraining
 from speechssl.pretrain import OptimConfig, PretrainConfig, TrainingDiverged, lr_at, pretrain, read_metrics
 from speechssl.pretrain.config import hubert_tiny_recipe, wavlablm_tiny_recipe
 from speechssl.pretrain.checkpoint import load_checkpoint, step_checkpoints
+from speechssl.pretrain.mfu import VOLATILE_RECORD_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +41,7 @@ def cli(*args: str) -> list[str]:
 
 
 def comparable(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("wall_seconds", "rss_mb")} for r in records]
+    return [{k: v for k, v in r.items() if k not in VOLATILE_RECORD_KEYS} for r in records]
 
 
 # ---------------------------------------------------------------- schedules and heuristics

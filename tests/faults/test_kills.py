@@ -38,6 +38,7 @@ from conftest import TINY_RUN, TINY_W2V2
 from speechssl.config import load_config
 from speechssl.pretrain import PretrainConfig, pretrain, read_metrics
 from speechssl.pretrain.checkpoint import load_checkpoint, step_checkpoints
+from speechssl.pretrain.mfu import VOLATILE_RECORD_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 INJECT = Path(__file__).with_name("inject.py")
@@ -74,8 +75,8 @@ OBJECTIVES = {
 OBJECTIVES["wavlablm"] = [*OBJECTIVES["hubert"][:-1], "steps=3", "stage2.steps=3", "stage2.hours_per_language=0.002",
                           "data.language_alpha=0.5", "data.mixing.prob=0.5"]
 TOTAL_STEPS = 6
-VOLATILE = {"wall_seconds", "rss_mb"}
-"""Record fields that measure the machine, not the run."""
+VOLATILE = set(VOLATILE_RECORD_KEYS)
+"""Record fields that measure the machine, not the run (time, memory, throughput, MFU)."""
 
 
 @pytest.fixture(scope="module")

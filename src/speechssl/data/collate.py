@@ -7,9 +7,10 @@ the DataLoader workers, the sampler only ever sees metadata.
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -23,12 +24,14 @@ from speechssl.errors import ConfigError
 
 def collate_waveforms(
     waves: Sequence[np.ndarray | torch.Tensor],
+    pad_to: Callable[[int], int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad 1-D waveforms with zeros into one batch.
 
     Returns ``(padded [B, T] float32, lengths [B] int64, padding_mask [B, T] bool)``
     where ``padding_mask`` is True on padding, the convention of PyTorch's
-    ``key_padding_mask``.
+    ``key_padding_mask``. ``T`` is the longest waveform, or ``pad_to(longest)`` if given
+    (e.g. a :class:`ShapeBuckets`; never shorter than the longest).
     """
     if len(waves) == 0:
         raise ValueError("collate_waveforms needs at least one waveform")
@@ -37,11 +40,83 @@ def collate_waveforms(
         if t.dim() != 1:
             raise ValueError(f"waveform {i} has shape {tuple(t.shape)}; expected a 1-D mono signal")
     lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.int64)
-    padded = torch.zeros(len(tensors), int(lengths.max()), dtype=torch.float32)
+    width = int(lengths.max())
+    if pad_to is not None:
+        width = max(width, int(pad_to(width)))
+    padded = torch.zeros(len(tensors), width, dtype=torch.float32)
     for i, t in enumerate(tensors):
         padded[i, : t.shape[0]] = t
     padding_mask = torch.arange(padded.shape[1]).unsqueeze(0) >= lengths.unsqueeze(1)
     return padded, lengths, padding_mask
+
+
+@dataclass(frozen=True)
+class ShapeBuckets:
+    """Padded batch lengths (samples) from a small set, so a compiled model sees few shapes.
+
+    ``mode="multiple"``: the next multiple of ``multiple``. ``mode="geometric"``: a ladder
+    whose neighbours differ by ``growth`` (each rung rounded up to a multiple of
+    ``multiple``), built down from ``max_length`` when it is known (the crop length: the
+    longest batch is not padded at all) or up from ``multiple`` otherwise. Padding adds at
+    most ``growth - 1`` of a batch's length (~10 % at 1.1) plus the rounding to ``multiple``
+    (at most ``multiple - 1`` samples); lengths above ``max_length`` go to the next multiple.
+
+    A frozen dataclass, so it pickles into DataLoader workers.
+    """
+
+    mode: Literal["multiple", "geometric"] = "geometric"
+    multiple: int = 3200
+    growth: float = 1.1
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("multiple", "geometric"):
+            raise ConfigError(f"ShapeBuckets mode must be 'multiple' or 'geometric', got {self.mode!r}")
+        if self.multiple < 1 or not self.growth > 1.0:
+            raise ConfigError(f"ShapeBuckets needs multiple >= 1 and growth > 1, got {self.multiple}, {self.growth}")
+
+    def _round_up(self, length: int) -> int:
+        return -(-int(length) // self.multiple) * self.multiple
+
+    def lengths(self, up_to: int | None = None) -> list[int]:
+        """Every bucket length up to ``up_to`` (default ``max_length``; one of them must be given)."""
+        top = self.max_length if up_to is None else up_to
+        if top is None:
+            raise ValueError("ShapeBuckets.lengths needs up_to when max_length is None")
+        if self.mode == "multiple":
+            out = list(range(self.multiple, self._round_up(top) + 1, self.multiple))
+            if self.max_length is not None:
+                out = sorted({min(n, self.max_length) for n in out})
+            return out
+        rungs: set[int] = set()
+        if self.max_length is not None:
+            value = float(self.max_length)
+            while value > self.multiple:
+                rungs.add(min(self._round_up(math.ceil(value)), self.max_length))
+                value /= self.growth
+            rungs.add(min(self.multiple, self.max_length))
+        else:
+            value = float(self.multiple)
+            while True:
+                rung = self._round_up(math.ceil(value))
+                rungs.add(rung)
+                if rung >= top:
+                    break
+                value *= self.growth
+        return sorted(n for n in rungs if n <= max(top, min(rungs)))
+
+    def __call__(self, length: int) -> int:
+        """The bucket length for a batch whose longest waveform has ``length`` samples."""
+        length = int(length)
+        if self.max_length is not None and length > self.max_length:
+            return self._round_up(length)
+        if self.mode == "multiple":
+            padded = self._round_up(length)
+            return min(padded, self.max_length) if self.max_length is not None else padded
+        for rung in self.lengths(up_to=max(length, self.max_length or 0)):
+            if rung >= length:
+                return rung
+        return self._round_up(length)  # not reached: the top rung covers max_length / length
 
 
 def normalize_waveforms(waveforms: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -121,7 +196,8 @@ class CutAudioDataset(Dataset):
     The crop depends only on ``(seed, epoch, cut id)``, so it
     is the same whichever worker loads the cut; call :meth:`set_epoch` before each
     epoch to draw new crops (this reaches the workers because the DataLoader built by
-    :func:`make_dataloader` does not keep persistent workers).
+    :func:`make_dataloader` does not keep persistent workers). ``pad_to`` (e.g. a
+    :class:`ShapeBuckets`) pads each batch further in time; the padding is masked like any other.
     """
 
     def __init__(
@@ -131,12 +207,14 @@ class CutAudioDataset(Dataset):
         max_seconds: float | None = None,
         seed: int = 0,
         crop_multiple: int = 1,
+        pad_to: Callable[[int], int] | None = None,
     ) -> None:
         if max_seconds is not None and not max_seconds > 0:
             raise ConfigError(f"max_seconds must be positive or None, got {max_seconds!r}")
         if crop_multiple < 1:
             raise ConfigError(f"crop_multiple must be >= 1, got {crop_multiple!r}")
         self.crop_multiple = crop_multiple
+        self.pad_to = pad_to
         self.sample_rate = sample_rate
         self.max_samples = None if max_seconds is None else int(round(max_seconds * sample_rate))
         self.seed = seed
@@ -148,7 +226,7 @@ class CutAudioDataset(Dataset):
     def __getitem__(self, cuts: CutSet) -> AudioBatch:
         cut_list = list(cuts)
         crops = [self._crop(load_cut_audio(cut, target_sr=self.sample_rate), cut.id) for cut in cut_list]
-        padded, lengths, mask = collate_waveforms([wave for wave, _ in crops])
+        padded, lengths, mask = collate_waveforms([wave for wave, _ in crops], pad_to=self.pad_to)
         return AudioBatch(
             waveforms=padded,
             lengths=lengths,
@@ -181,6 +259,7 @@ def make_dataloader(
     max_seconds: float | None = None,
     crop_multiple: int = 1,
     pin_memory: bool = False,
+    pad_to: Callable[[int], int] | None = None,
     **sampler_kwargs: Any,
 ) -> DataLoader:
     """A DataLoader of :class:`AudioBatch` over ``cuts`` batched by :class:`DurationBucketSampler`.
@@ -198,7 +277,7 @@ def make_dataloader(
         max_cut_seconds=max_seconds,  # crops shorten long cuts; plan batches with what is loaded
         **sampler_kwargs,
     )
-    dataset = CutAudioDataset(max_seconds=max_seconds, seed=seed, crop_multiple=crop_multiple)
+    dataset = CutAudioDataset(max_seconds=max_seconds, seed=seed, crop_multiple=crop_multiple, pad_to=pad_to)
     return DataLoader(
         dataset,
         sampler=sampler,

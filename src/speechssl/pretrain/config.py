@@ -11,6 +11,8 @@ from speechssl.data.mixing import MixingConfig
 from speechssl.errors import ConfigError
 from speechssl.models.config import EncoderConfig
 from speechssl.models.objectives import OBJECTIVES, ContrastiveConfig, HubertConfig
+from speechssl.pretrain.launch import SlurmConfig
+from speechssl.pretrain.perf import PerfConfig
 
 
 @dataclass
@@ -107,7 +109,12 @@ class PretrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = param(
         "auto", help="auto = bf16 autocast on a GPU that supports it, fp32 on CPU"
     )
-    compile: bool = param(False, help="torch.compile the model (GPU runs)")
+    compile: bool = param(
+        False, help="torch.compile the encoder's CNN and Transformer layers (GPU runs; see perf.shape_buckets)"
+    )
+    perf: PerfConfig = field(default_factory=PerfConfig)
+    """MFU logging, TF32, the fp16 loss-scale floor, activation checkpointing, shape buckets
+    (speechssl.pretrain.perf); not part of the run's identity."""
 
     log_every: int = param(10, min=1, help="updates between monitor records")
     valid_every: int = param(150, min=0, help="updates between validation passes (0 = only at the end)")
@@ -121,6 +128,8 @@ class PretrainConfig:
     health_utterances: int = param(
         100, min=0, help="dev utterances for the representation-health monitors at every validation (0 = off)"
     )
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    """Resources of `speechssl pretrain --executor slurm` (speechssl.pretrain.launch); not part of the run."""
 
     def validate(self) -> None:
         if self.objective not in OBJECTIVES:  # Literal above lists them; this guards a new entry

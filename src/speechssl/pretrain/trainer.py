@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from speechssl.pretrain import checkpoint as ckpt
 from speechssl.pretrain.config import PretrainConfig
 from speechssl.pretrain.monitor import Monitor
 from speechssl.pretrain.schedules import lr_at
+from speechssl.pretrain.signals import STOP, StopSignals, TrainingInterrupted
+from speechssl.pretrain import perf
+from speechssl.pretrain.mfu import MfuMeter
 
 # Config sections that define the run; changing any of them makes a checkpoint in the
 # run directory incompatible. Logging/saving cadence and the step budget may change.
@@ -116,7 +119,8 @@ class Distributed:
 
 
 def pretrain(
-    cfg: PretrainConfig, out_dir: str | Path, *, fresh: bool = False, progress: bool = True, init_only: bool = False
+    cfg: PretrainConfig, out_dir: str | Path, *, fresh: bool = False, progress: bool = True, init_only: bool = False,
+    stop_signals: Mapping[int, str] | None = None,
 ) -> PretrainResult:
     """Train ``cfg`` into ``out_dir``, continuing from its newest checkpoint if it has one.
 
@@ -124,12 +128,16 @@ def pretrain(
     ``init_only`` writes the step-0 checkpoint (the initial weights: the random-init
     baseline of the same architecture, usable as ``ckpt:<out_dir>``) and stops; training
     the same config in the same directory later continues from it.
+    ``stop_signals`` (signal -> "stop" | "save"; default SIGTERM and SIGUSR2 stop) finish the
+    update in progress and checkpoint it; "stop" then raises :class:`TrainingInterrupted`
+    (speechssl.pretrain.signals).
     """
     check(cfg)
     bound_shape_caches()  # flat RSS over variable-length batches on CPU (speechssl.memory)
     trainer = Trainer(cfg, Path(out_dir), progress=progress)
     try:
-        return trainer.run(fresh=fresh, init_only=init_only)
+        with StopSignals(stop_signals) as trainer.stop:
+            return trainer.run(fresh=fresh, init_only=init_only)
     finally:
         trainer.close()
 
@@ -149,9 +157,11 @@ class Trainer:
             self._owns_process_group = True
         self.progress = progress and self.dist.is_main
         self.precision = self._pick_precision()
+        perf.configure_tf32(self.device, cfg.perf.tf32)
         self.accumulation = cfg.accumulation(self.dist.world_size)
         self.peak_lr = cfg.peak_lr()
         self.state = TrainState()
+        self.stop: StopSignals | None = None  # set by pretrain(): SIGTERM/SIGUSR2 -> checkpoint and stop
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = build_objective(cfg.objective, cfg.encoder, cfg).to(self.device)
@@ -166,9 +176,19 @@ class Trainer:
             fused=True,
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.overflows_in_row = 0  # fp16 updates the scaler skipped, in a row (speechssl.pretrain.perf)
+        perf.set_activation_checkpointing(self.model.encoder, cfg.perf.activation_checkpointing)
+        self.buckets = perf.shape_buckets(cfg)  # padded batch lengths (None = pad to the longest only)
         self.forward_model: nn.Module = self.model
-        if cfg.compile:
-            self.forward_model = torch.compile(self.model)
+        if cfg.compile:  # in place, regions of the encoder; the state dict keeps its names
+            perf.compile_encoder(
+                self.model.encoder, mode=cfg.perf.compile_mode, static_time=self.buckets is not None,
+                num_shapes=len(self.buckets.lengths()) if self.buckets is not None else None,
+            )
+        self.mfu = MfuMeter(
+            self.device, self.precision, world_size=self.dist.world_size, enabled=cfg.perf.mfu,
+            eager_while_counting=cfg.compile, say=self._say,
+        )
 
         self.mixer = BatchMixer.from_config(cfg.data.mixing)  # None unless denoising is on
         self.train_loader = self._train_loader(stage=1)
@@ -246,6 +266,7 @@ class Trainer:
             language_alpha=language_alpha,
             group_size=group_size,
             pin_memory=self.device.type == "cuda",
+            pad_to=self.buckets,
         )
 
     # ------------------------------------------------------------------ run
@@ -290,7 +311,9 @@ class Trainer:
             if self.state.step == cfg.steps and self.state.stage == 1 and cfg.stage2.steps:
                 stream = self._enter_stage2()
             step = self.state.step
-            record = self._update(train_model, stream, step)
+            with self.mfu.measure():  # times the update; counts the FLOPs of the first one
+                record = self._update(train_model, stream, step)
+            self.mfu.add(record["batch_seconds"])
             self.state.step += 1
             self.state.wall_seconds = time.perf_counter() - started
             done = self.state.step == cfg.total_steps
@@ -316,6 +339,8 @@ class Trainer:
                 last_saved = self._save(ckpt.step_path(self.ckpt_dir, self.state.step))
                 if self.dist.is_main:
                     ckpt.prune(self.ckpt_dir, cfg.keep_last)
+            if self.stop is not None:
+                last_saved = self._honour_stop(last_saved, bar)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(
@@ -334,6 +359,35 @@ class Trainer:
             last_valid=last_valid,
             summary=self.model.summary(last_valid or last_train) if (last_valid or last_train) else "",
         )
+
+    def _honour_stop(self, last_saved: Path | None, bar: Any) -> Path | None:
+        """After an update: if a stop signal reached any rank, checkpoint this step (and stop).
+
+        The ranks agree by one all-reduce (max) per update, so all of them stop after the same
+        update; resuming is the ordinary resume from the newest checkpoint.
+        """
+        assert self.stop is not None
+        flags = torch.tensor(StopSignals.encode(*self.stop.requested))
+        if self.dist.active:
+            flags = flags.to(self.device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        action, signum = StopSignals.decode(*flags.tolist())
+        if not action or self.state.step >= self.cfg.total_steps:  # the last update: the run ends anyway
+            return last_saved
+        path = ckpt.step_path(self.ckpt_dir, self.state.step)
+        if last_saved != path:
+            last_saved = self._save(path)
+            if self.dist.is_main:
+                ckpt.prune(self.ckpt_dir, self.cfg.keep_last)
+        if self.dist.active:
+            dist.barrier()  # the checkpoint is on disk before any rank leaves
+        if action == STOP:
+            if bar is not None:
+                bar.close()
+            raise TrainingInterrupted(signum, self.state.step, path)
+        self.stop.saved()
+        self._say(f"pretrain: checkpoint of update {self.state.step} written ({path}); training continues")
+        return last_saved
 
     def close(self) -> None:
         self.monitor.close()
@@ -399,7 +453,17 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        if finite:
+        # fp16: overflowing gradients under a finite loss are the scaler's business (it skipped
+        # the update and halved the scale), not divergence; the scale's floor stops the run.
+        overflow = self.scaler.is_enabled() and math.isfinite(stats["loss"]) and not finite
+        if overflow:
+            self.state.skipped_steps += 1
+            self.overflows_in_row += 1
+            scale = self.scaler.get_scale()
+            self._say(f"step {step}: fp16 gradient overflow, update skipped; loss scale now {scale:g}")
+            perf.check_loss_scale(scale, cfg.perf.min_loss_scale, step, self.overflows_in_row)
+        elif finite:
+            self.overflows_in_row = 0
             self.state.bad_in_row = 0
         else:
             self.state.skipped_steps += 1
@@ -425,6 +489,8 @@ class Trainer:
             epoch=self.state.epoch,
             skipped_steps=self.state.skipped_steps,
         )
+        if self.scaler.is_enabled():
+            record["loss_scale"] = self.scaler.get_scale()
         record.update(variance_record)
         return record
 
@@ -470,6 +536,7 @@ class Trainer:
         stats = self.model.monitor_stats()
         stats["wall_seconds"] = round(self.state.wall_seconds, 3)
         stats["rss_mb"] = current_rss_mb()  # resident memory now (issue 17: flat over a run)
+        stats.update(self.mfu.stats())  # audio_s_per_s and mfu since the last record (speechssl.pretrain.mfu)
         return stats
 
     @torch.no_grad()
