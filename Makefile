@@ -3,23 +3,26 @@
 #   make test   - the test suite
 # Both create .venv on first use and reuse it afterwards.
 
+# speechssl runs on Python >= 3.10 (pyproject.toml); the default is 3.11 because the CPU torch
+# wheel this machine keeps locally (torch==2.13.0+cpu) is built for CPython 3.11 only.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow faults venv clean lm
+.PHONY: demo test test-slow faults venv clean lm wheel-check
 
 venv: $(STAMP)
 
 # torch is installed first, on its own, so that the exact pin picks the CPU wheel on
-# the machines; everything that depends on torch then sees it satisfied.
+# the machines (pyproject.toml only asks for torch>=2.4, which pip would satisfy with the
+# multi-GB CUDA build); everything that depends on torch then sees it satisfied.
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)"; exit 2; }
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (speechssl needs Python >= 3.10; set PYTHON=...)"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	# GE2E reference upstream: only resemblyzer/pretrained.pt is used, so skip its deps.
 	$(BIN)/python -m pip install --quiet --no-deps "resemblyzer==0.1.4"
 	# Headless Chromium checks that the HTML report renders (Debian packages, needs root);
@@ -49,6 +52,12 @@ faults: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# Online, not part of the tests: builds the wheel, installs it with [bench] into a fresh venv
+# that already has torch (TORCH=... picks which; default the pinned CPU wheel), checks that
+# torch was kept, and runs a tiny `corpus synth` + `bench --upstream mfcc --task lid` with it.
+wheel-check: $(STAMP)
+	$(BIN)/python scripts/wheel_check.py $(if $(TORCH),--torch "$(TORCH)")
 
 clean:
 	rm -rf $(VENV) runs data

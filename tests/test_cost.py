@@ -214,7 +214,8 @@ def test_without_codecarbon_the_run_goes_on_with_null_energy(monkeypatch):
     r = energy.result
     assert r["energy_kwh"] is None and r["co2_kg"] is None and r["cpu_power_w"] is None
     assert set(r) == set(EnergyTracker(enabled=False).__enter__().stop())  # the same keys either way
-    assert r["energy_error"].startswith("codecarbon failed to start: ModuleNotFoundError")
+    assert r["energy_error"].startswith("codecarbon failed to start: MissingExtraError")
+    assert r["energy_error"].endswith("pip install 'speechssl[energy]'")  # says how to get it
     assert r["duration_s"] > 0 and r["country"] == "FRA"
 
 

@@ -104,7 +104,7 @@ def ckpt_file(tmp_path_factory):
 
 
 def test_known_upstreams_lists_every_spec_form():
-    assert known_upstreams() == ["mfcc", "fbank", "ge2e", "hf:<dir>", "ckpt:<path>", "tuned:<bench run dir>",
+    assert known_upstreams() == ["mfcc", "fbank", "ge2e", "hf:<dir or hub id>", "ckpt:<path>", "tuned:<bench run dir>",
                                   "fuse:<mode>:<spec>+<spec>"]
 
 
@@ -113,16 +113,16 @@ def test_unknown_name_lists_the_known_ones_with_a_suggestion():
         build_upstream("mfc")
     message = str(err.value)
     assert "unknown upstream 'mfc'" in message
-    assert "known: mfcc, fbank, ge2e, hf:<dir>, ckpt:<path>" in message
+    assert "known: mfcc, fbank, ge2e, hf:<dir or hub id>, ckpt:<path>" in message
     assert "did you mean 'mfcc'" in message
-    with pytest.raises(ConfigError, match="did you mean 'hf:<dir>'"):
+    with pytest.raises(ConfigError, match="did you mean 'hf:<dir or hub id>'"):
         build_upstream("hff:/x")
     with pytest.raises(ConfigError, match="known:"):
         build_upstream("wav2vec2")
 
 
 def test_malformed_specs_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match=r"needs an argument: hf:<dir>"):
+    with pytest.raises(ConfigError, match=r"needs an argument: hf:<dir or hub id>"):
         build_upstream("hf")
     with pytest.raises(ConfigError, match=r"needs an argument: ckpt:<path>"):
         build_upstream("ckpt:  ")

@@ -14,20 +14,19 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from speechssl import __version__
-from speechssl.errors import SpeechSSLError
+from speechssl.api import DEFAULT_DATA_DIR, DEFAULT_PRETRAIN_DIR, DEFAULT_REPORT_DIR  # light: no torch
+from speechssl.errors import ConfigError, SpeechSSLError
 from speechssl.memory import bound_shape_caches
 
-DEFAULT_DATA_DIR = Path("data/synth")
 DEFAULT_DEMO_DIR = Path("runs/demo")
-DEFAULT_PRETRAIN_DIR = Path("runs/pretrain")
 
 
 # ---------------------------------------------------------------- handlers
 
 
 def _cmd_corpus_synth(args: argparse.Namespace) -> int:
-    from speechssl.config import load_config
-    from speechssl.data.synth import SynthConfig, format_summary, synthesize_corpus
+    from speechssl.api import make_synthetic_corpus
+    from speechssl.data.synth import format_summary
 
     overrides = list(args.overrides)
     if args.hours is not None:
@@ -38,8 +37,8 @@ def _cmd_corpus_synth(args: argparse.Namespace) -> int:
         overrides.append(f"languages=[{args.languages}]")
     if args.augment:
         overrides.append(f"augment=[{args.augment}]")
-    cfg = load_config(SynthConfig, args.config, overrides)
-    info = synthesize_corpus(cfg, args.out, workers=args.workers, overwrite=args.overwrite)
+    info = make_synthetic_corpus(args.out, args.config, overrides=overrides, workers=args.workers,
+                                 overwrite=args.overwrite)
     print(format_summary(info))
     print(f"corpus: {args.out}")
     return 0
@@ -78,8 +77,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from speechssl.config import load_config
-    from speechssl.pretrain import PretrainConfig, pretrain
+    from speechssl.api import pretrain
 
     overrides = list(args.overrides)
     config_file = args.config_file
@@ -87,10 +85,20 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         # No CONFIG given: argparse put the first KEY=VALUE into its slot.
         overrides.insert(0, str(config_file))
         config_file = None
-    if args.data is not None:
-        overrides.append(f"data.dir={args.data}")
-    cfg = load_config(PretrainConfig, config_file, overrides)
-    result = pretrain(cfg, args.out, fresh=args.fresh, progress=not args.no_progress, init_only=args.init_only)
+    for item in args.slurm:  # --slurm partition=gpu -> slurm.partition=gpu
+        if "=" not in item:
+            raise ConfigError(f"--slurm {item}: expected KEY=VALUE, e.g. --slurm partition=gpu")
+        overrides.append(f"slurm.{item}")
+    if args.executor != "local":
+        return _submit_pretraining(args, config_file, overrides)
+    from speechssl.pretrain.signals import TrainingInterrupted
+
+    try:
+        result = pretrain(config_file, overrides=overrides, out_dir=args.out, data=args.data, fresh=args.fresh,
+                          init_only=args.init_only, progress=not args.no_progress)
+    except TrainingInterrupted as exc:  # SIGTERM/SIGUSR2: the update was finished and checkpointed
+        print(f"pretrain: {exc}", file=sys.stderr)
+        return exc.exit_code
     if result.summary:
         split = "valid" if result.last_valid else "train"
         print(
@@ -100,6 +108,30 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     print(f"checkpoint: {result.last_checkpoint}")
     if result.best_checkpoint:
         print(f"best: {result.best_checkpoint} (step {result.state.best_step})")
+    return 0
+
+
+def _submit_pretraining(args: argparse.Namespace, config_file: Path | None, overrides: list[str]) -> int:
+    from speechssl.api import build_config
+    from speechssl.pretrain import PretrainConfig
+    from speechssl.pretrain.launch import submit_pretrain, wait_for_job
+
+    if args.init_only:
+        raise ConfigError("--init-only writes one checkpoint here; drop --executor")
+    if args.data is not None:
+        overrides.append(f"data.dir={args.data}")
+    cfg = build_config(PretrainConfig, config_file, overrides)
+    job = submit_pretrain(cfg, args.out, executor=args.executor, fresh=args.fresh)
+    s = cfg.slurm
+    print(f"submitted pretraining job {job.job_id} ({args.executor}, {s.nodes} node(s) x "
+          f"{s.processes_per_node()} process(es)); logs: {job.paths.folder}; on preemption or timeout it "
+          f"requeues itself and resumes from the newest checkpoint in {args.out / 'checkpoints'}")
+    if not args.wait:
+        return 0
+    outcome = wait_for_job(job)
+    if outcome.get("summary"):
+        print(f"step {outcome['step']}: {outcome['summary']}; {outcome['hours_seen']:.2f} h of audio seen")
+    print(f"checkpoint: {outcome.get('last_checkpoint')}")
     return 0
 
 
@@ -179,19 +211,14 @@ def _cmd_targets_quality(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from speechssl.config import load_config
-    from speechssl.downstream.config import BenchConfig
-    from speechssl.downstream.runner import format_result, run_bench
+    from speechssl.api import bench
+    from speechssl.downstream.runner import format_result
 
-    overrides = list(args.overrides)
-    for key in ("upstream", "task", "probe", "data"):
-        value = getattr(args, key)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    cfg = load_config(BenchConfig, args.config, overrides)
-    result = run_bench(cfg, args.out, fresh=args.fresh, progress=not args.no_progress)
-    print(format_result(result))
-    _store_result(result, args.store)
+    run = bench(args.upstream, args.task, args.probe, config=args.config, overrides=args.overrides, data=args.data,
+                out_dir=args.out, store=args.store, fresh=args.fresh, progress=not args.no_progress)
+    print(format_result(run.result))
+    if run.run_id is not None:
+        print(f"stored as {run.run_id} in {args.store}")
     return 0
 
 
@@ -346,15 +373,18 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from speechssl.benchmark.report import write_report
-    from speechssl.benchmark.store import ResultStore
+    from speechssl.api import report
 
-    with ResultStore(args.store, create=False) as store:
-        rows, runs = store.scores(), store.runs()
-    paths = write_report(args.out, rows, runs, pretrain_dirs=args.pretrain, title=args.title)
+    paths = report(args.store, args.out, pretrain_dirs=args.pretrain, title=args.title)
     for kind, path in paths.items():
         print(f"{kind:<5} {path}")
     return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from speechssl.doctor import run_doctor
+
+    return run_doctor(as_json=args.json, sizes=not args.no_sizes)
 
 
 # ---------------------------------------------------------------- parser
@@ -520,6 +550,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only write the step-0 checkpoint (initial weights): the random-init baseline of "
                           "this architecture, benchmarked as ckpt:<out>")
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pre.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
+                     help="local: run here (default; under torchrun, as one DDP process); slurm: submit one "
+                          "SLURM job through submitit that requeues itself on preemption/timeout; "
+                          "submitit-local: the same through submitit's local executor")
+    pre.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                     help="job resources, repeatable: partition, account, qos, time_min, nodes, gpus_per_node, "
+                          "cpus_per_task, mem_gb, ... (= the config keys slurm.KEY)")
+    pre.add_argument("--wait", action="store_true", help="with --executor: block until the job has finished")
     pre.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                      help="dotted config overrides, e.g. optim.lr=1e-3 steps=500 (see `speechssl config-keys pretrain`)")
     pre.set_defaults(handler=_cmd_pretrain)
@@ -562,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "labels at the encoder's frame rate for each split. Features come from the feature cache; "
                     "re-running with the same inputs reuses the set. See docs/pretraining.md, 'Targets'.")
     _add_common(targets)
-    targets.add_argument("--upstream", required=True, help="mfcc | fbank | hf:<local dir> | ckpt:<path> ...")
+    targets.add_argument("--upstream", required=True, help="mfcc | fbank | hf:<dir or hub id> | ckpt:<path> ...")
     targets.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help=f"corpus directory (default {DEFAULT_DATA_DIR})")
     targets.add_argument("--out", type=Path, default=Path("runs/targets"),
                          help="directory of target sets; each set is a subdirectory named after its inputs "
@@ -600,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and test metrics go to RUN_DIR/result.json. Re-running the same config reuses "
                     "the result (--fresh retrains).")
     _add_common(bench)
-    bench.add_argument("--upstream", default=None, help="mfcc | fbank | ge2e | hf:<local dir> | ckpt:<path>")
+    bench.add_argument("--upstream", default=None, help="mfcc | fbank | ge2e | hf:<dir or hub id> | ckpt:<path>")
     bench.add_argument("--task", default=None, help="asr | lid | asv")
     bench.add_argument("--probe", default=None, help="probe family (default: the task's)")
     bench.add_argument("--data", default=None, help=f"manifest directory (default {DEFAULT_DATA_DIR})")
@@ -618,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "dataset of the corpus and score it as ML-SUPERB 2.0: macro CER, std and worst-N across "
                     "languages, CER range across datasets of a language, macro LID accuracy (docs/multilingual.md).")
     _add_common(multi)
-    multi.add_argument("--upstream", required=True, help="mfcc | fbank | hf:<dir> | ckpt:<path> | tuned:<run>")
+    multi.add_argument("--upstream", required=True, help="mfcc | fbank | hf:<dir or hub id> | ckpt:<path> | tuned:<run>")
     multi.add_argument("--arch", default="transformer",
                        choices=["transformer", "transformer-deep", "conformer", "ebranchformer"],
                        help="downstream architecture (default: the 2-layer Transformer baseline)")
@@ -721,11 +759,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "plots (bars, rank scatter, layer-weight heatmaps, per-language CER, loss curves).")
     _add_common(report)
     _add_store(report)
-    report.add_argument("--out", type=Path, default=Path("runs/report"), help="output directory (default runs/report)")
+    report.add_argument("--out", type=Path, default=DEFAULT_REPORT_DIR, help=f"output directory (default {DEFAULT_REPORT_DIR})")
     report.add_argument("--pretrain", type=Path, action="append", default=[],
                         help="pretraining run directory whose loss curve to plot (repeatable)")
     report.add_argument("--title", default="speechssl report")
     report.set_defaults(handler=_cmd_report)
+
+    doctor = verbs.add_parser(
+        "doctor", help="versions, torch build, GPUs, extras, tools, cache/store locations: paste into bug reports")
+    _add_common(doctor)
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--no-sizes", action="store_true", help="skip measuring the caches' sizes on disk")
+    doctor.set_defaults(handler=_cmd_doctor)
 
     keys = verbs.add_parser("config-keys", help="list the config keys of a verb with types, defaults and limits")
     _add_common(keys)
@@ -759,9 +804,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: still one line, the traceback is one flag away
+        from speechssl.extras import missing_extra
+
+        missing = missing_extra(exc)  # an optional package imported without extras.require
         if debug:
             traceback.print_exc()
-        else:
+        if missing is not None:
+            print(f"error: {missing}", file=sys.stderr)
+            return missing.exit_code
+        if not debug:
             print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
                   file=sys.stderr)
         return 1

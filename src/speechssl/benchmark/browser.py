@@ -8,6 +8,9 @@ broken (not complete, or zero natural width), the title, the length of the body 
 http(s) resources the page fetched (a self-contained report fetches none), and a
 screenshot. The session is deleted and chromedriver killed in every case.
 
+:class:`BrowserSession` is the same browser kept open for several steps (open a page, run
+a script, find an element, click it, type into it), which the interactive-report tests use.
+
 Command line (exit 0: fine; 1: a broken or missing image, or an external fetch; 2: no
 browser)::
 
@@ -29,6 +32,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +124,196 @@ class _WebDriver:
             except Exception:  # noqa: BLE001 - any unreadable body: report the status alone
                 detail = f"HTTP {exc.code}"
             raise BrowserError(f"WebDriver {method} {path} failed: {detail}") from None
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise BrowserError(f"WebDriver {method} {path} failed: {exc}") from exc
         return payload.get("value")
+
+
+_ELEMENT_KEY = "element-6066-11e4-a52e-4f735466cecf"  # the W3C web element reference
+
+
+@dataclass(frozen=True)
+class Element:
+    """A DOM element of the open page, as WebDriver refers to it (pass it to the session's
+    methods, or as an argument of :meth:`BrowserSession.execute`)."""
+
+    id: str
+
+
+def _to_wire(value: Any) -> Any:
+    if isinstance(value, Element):
+        return {_ELEMENT_KEY: value.id}
+    if isinstance(value, (list, tuple)):
+        return [_to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_wire(v) for k, v in value.items()}
+    return value
+
+
+def _from_wire(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {_ELEMENT_KEY}:
+            return Element(value[_ELEMENT_KEY])
+        return {k: _from_wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_wire(v) for v in value]
+    return value
+
+
+class BrowserSession:
+    """One headless Chromium kept open across several steps, over W3C WebDriver::
+
+        with BrowserSession(timeout=30) as browser:
+            browser.open("runs/report/report.html")
+            header = browser.find("#tab-cost th")
+            browser.click(header)
+            order = browser.execute("return [...document.querySelectorAll('#tab-cost td:first-child')]"
+                                    ".map((td) => td.textContent)")
+
+    Starts ``chromedriver`` on a free localhost port and a session in a fresh temporary
+    profile with networking side channels off; :meth:`close` (or leaving the ``with``)
+    deletes the session, stops chromedriver and removes the profile, also after an error.
+    Raises :class:`BrowserUnavailable` when either executable is absent and
+    :class:`BrowserError` when chromedriver or a command fails.
+    """
+
+    def __init__(self, *, chromium: str = CHROMIUM, chromedriver: str = CHROMEDRIVER, timeout: float = 60,
+                 window: tuple[int, int] = (1280, 2000)) -> None:
+        self.chromium, self.chromedriver = _resolve(chromium), _resolve(chromedriver)
+        missing = [name for name, found in ((chromium, self.chromium), (chromedriver, self.chromedriver))
+                   if found is None]
+        if missing:
+            raise BrowserUnavailable(
+                f"cannot check the report in a browser: {', '.join(missing)} not found "
+                "(Debian: apt-get install chromium chromium-driver)"
+            )
+        self.timeout = timeout
+        self.window = window
+        self._proc: subprocess.Popen | None = None
+        self._profile: str | None = None
+        self._log: Any = None
+        self._driver: _WebDriver | None = None
+        self.session: str | None = None
+
+    def __enter__(self) -> "BrowserSession":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def start(self) -> "BrowserSession":
+        """Start chromedriver and a browser session (done by ``with``)."""
+        if self.session is not None:
+            return self
+        port = _free_port()
+        self._profile = tempfile.mkdtemp(prefix="speechssl-chromium-")
+        self._log = tempfile.NamedTemporaryFile(prefix="chromedriver-", suffix=".log", delete=False)
+        self._driver = _WebDriver(f"http://127.0.0.1:{port}", self.timeout)
+        try:
+            self._proc = subprocess.Popen([self.chromedriver, f"--port={port}"], stdout=self._log,
+                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            _wait_ready(self._driver, self._proc, self.timeout, self._log.name)
+            width, height = self.window
+            args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", f"--user-data-dir={self._profile}", f"--window-size={width},{height}"]
+            caps = {"capabilities": {"alwaysMatch": {
+                "browserName": "chrome",
+                "pageLoadStrategy": "normal",
+                "goog:chromeOptions": {"binary": self.chromium, "args": args},
+            }}}
+            created = self._driver.call("POST", "/session", caps, timeout=self.timeout)
+            self.session = created["sessionId"]
+            ms = int(self.timeout * 1000)
+            self._call("POST", "/timeouts", {"script": ms, "pageLoad": ms})
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Delete the session, stop chromedriver, remove the profile (safe to call twice)."""
+        if self.session is not None and self._driver is not None:
+            try:
+                self._driver.call("DELETE", f"/session/{self.session}", timeout=10)
+            except Exception:  # noqa: BLE001 - cleanup must not hide the real error
+                pass
+        self.session = None
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            try:
+                os.unlink(self._log.name)
+            except OSError:
+                pass
+            self._log = None
+        if self._profile is not None:
+            shutil.rmtree(self._profile, ignore_errors=True)
+            self._profile = None
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        if self.session is None or self._driver is None:
+            raise BrowserError("the browser session is not started (use it in a with block)")
+        return self._driver.call(method, f"/session/{self.session}{path}", body)
+
+    def open(self, target: str | Path) -> None:
+        """Navigate to a URL, or to a local file (a path), and wait for the page to load."""
+        url = str(target)
+        if not re.match(r"^[a-z][a-z0-9+.-]*:", url, flags=re.IGNORECASE):
+            path = Path(target).resolve()
+            if not path.is_file():
+                raise BrowserError(f"{path}: no such file")
+            url = path.as_uri()
+        self._call("POST", "/url", {"url": url})
+
+    def execute(self, script: str, *args: Any) -> Any:
+        """Run ``script`` as a function body in the page (``arguments`` holds ``args``; an
+        :class:`Element` passes as the DOM node); returns what it returns, DOM nodes as
+        :class:`Element`."""
+        return _from_wire(self._call("POST", "/execute/sync", {"script": script, "args": _to_wire(list(args))}))
+
+    def execute_async(self, script: str, *args: Any) -> Any:
+        """Like :meth:`execute`, but the script ends by calling its last argument with the result."""
+        return _from_wire(self._call("POST", "/execute/async", {"script": script, "args": _to_wire(list(args))}))
+
+    def find(self, css: str) -> Element:
+        """The first element matching the CSS selector (:class:`BrowserError` when none does)."""
+        return _from_wire(self._call("POST", "/element", {"using": "css selector", "value": css}))
+
+    def find_all(self, css: str) -> list[Element]:
+        """Every element matching the CSS selector, in document order (maybe none)."""
+        return _from_wire(self._call("POST", "/elements", {"using": "css selector", "value": css}))
+
+    def click(self, element: Element) -> None:
+        """Click the element as a user would (scrolled into view; an ``<option>`` gets selected)."""
+        self._call("POST", f"/element/{element.id}/click", {})
+
+    def send_keys(self, element: Element, text: str) -> None:
+        """Type ``text`` into the element (focused first), firing the usual key and input events."""
+        self._call("POST", f"/element/{element.id}/value", {"text": text})
+
+    def clear(self, element: Element) -> None:
+        """Empty a text field."""
+        self._call("POST", f"/element/{element.id}/clear", {})
+
+    def external_requests(self) -> list[str]:
+        """The http(s) URLs the current page has fetched so far (a self-contained page: none)."""
+        return self.execute("return performance.getEntriesByType('resource').map((e) => e.name)"
+                            ".filter((name) => /^https?:/i.test(name));")
+
+    def screenshot(self, full_page: bool = True) -> bytes:
+        """A PNG of the page: its whole height when ``full_page`` (Chrome's DevTools endpoint),
+        else the window."""
+        if self.session is None or self._driver is None:
+            raise BrowserError("the browser session is not started (use it in a with block)")
+        return _screenshot(self._driver, self.session, full_page)
 
 
 def check_html_in_browser(
@@ -147,65 +340,24 @@ def check_html_in_browser(
     html_path = Path(html_path).resolve()
     if not html_path.is_file():
         raise BrowserError(f"{html_path}: no such file")
-    chromium_bin, driver_bin = _resolve(chromium), _resolve(chromedriver)
-    missing = [name for name, found in ((chromium, chromium_bin), (chromedriver, driver_bin)) if found is None]
-    if missing:
-        raise BrowserUnavailable(
-            f"cannot check the report in a browser: {', '.join(missing)} not found "
-            "(Debian: apt-get install chromium chromium-driver)"
-        )
-    port = _free_port()
-    profile = tempfile.mkdtemp(prefix="speechssl-chromium-")
-    log_file = tempfile.NamedTemporaryFile(prefix="chromedriver-", suffix=".log", delete=False)
-    proc: subprocess.Popen | None = None
-    driver = _WebDriver(f"http://127.0.0.1:{port}", timeout)
-    session: str | None = None
     try:
-        proc = subprocess.Popen([driver_bin, f"--port={port}"], stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-        _wait_ready(driver, proc, timeout, log_file.name)
-        args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,2000"]
-        caps = {"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "pageLoadStrategy": "normal",
-            "goog:chromeOptions": {"binary": chromium_bin, "args": args},
-        }}}
-        created = driver.call("POST", "/session", caps, timeout=timeout)
-        session = created["sessionId"]
-        ms = int(timeout * 1000)
-        driver.call("POST", f"/session/{session}/timeouts", {"script": ms, "pageLoad": ms})
-        driver.call("POST", f"/session/{session}/url", {"url": html_path.as_uri()})
-        info = driver.call("POST", f"/session/{session}/execute/async", {"script": _WAIT_AND_COLLECT, "args": []})
-        if not isinstance(info, dict):
-            raise BrowserError(f"the page check returned {info!r}")
-        info["screenshot"] = None
-        if screenshot_path is not None:
-            png = _screenshot(driver, session, full_page)
-            screenshot_path = Path(screenshot_path)
-            screenshot_path.parent.mkdir(parents=True, exist_ok=True)
-            screenshot_path.write_bytes(png)
-            info["screenshot"] = str(screenshot_path)
-        return info
+        with BrowserSession(chromium=chromium, chromedriver=chromedriver, timeout=timeout) as browser:
+            browser.open(html_path)
+            info = browser.execute_async(_WAIT_AND_COLLECT)
+            if not isinstance(info, dict):
+                raise BrowserError(f"the page check returned {info!r}")
+            info["screenshot"] = None
+            if screenshot_path is not None:
+                png = browser.screenshot(full_page)
+                screenshot_path = Path(screenshot_path)
+                screenshot_path.parent.mkdir(parents=True, exist_ok=True)
+                screenshot_path.write_bytes(png)
+                info["screenshot"] = str(screenshot_path)
+            return info
+    except BrowserError:
+        raise
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise BrowserError(f"browser check of {html_path} failed: {exc}") from exc
-    finally:
-        if session is not None:
-            try:
-                driver.call("DELETE", f"/session/{session}", timeout=10)
-            except Exception:  # noqa: BLE001 - cleanup must not hide the real error
-                pass
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log_file.close()
-        os.unlink(log_file.name)
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _wait_ready(driver: _WebDriver, proc: subprocess.Popen, timeout: float, log_path: str) -> None:

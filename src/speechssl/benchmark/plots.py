@@ -14,10 +14,14 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+from speechssl.extras import require
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 100
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -36,8 +40,11 @@ def _colour(i: int) -> str:
 
 
 def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
+    # matplotlib is the [report] extra: imported when the first figure is drawn.
+    figure = require("matplotlib.figure", "report figures", extra="report")
+    agg = require("matplotlib.backends.backend_agg", "report figures", extra="report")
+    fig = figure.Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    agg.FigureCanvasAgg(fig)
     return fig
 
 

@@ -8,7 +8,9 @@ call, as ``speechssl report`` does):
 
 - ``report.md`` with its figures as PNG files in ``figures/`` next to it;
 - ``report.html``, one self-contained file: inline CSS, figures embedded as
-  ``data:image/png;base64`` URIs, no external URL of any kind;
+  ``data:image/png;base64`` URIs, no external URL of any kind, and one inline script (the
+  same for every report; it reads the page and holds no data) that makes tables sortable
+  by any column and filterable by task, probe, regime, language and free text;
 - ``tables.tex``, every table as a booktabs ``table`` float with caption and label
   (``\\input`` it; needs ``\\usepackage{booktabs}``).
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import hashlib
 import html
 import json
 import math
@@ -938,7 +941,158 @@ figure{margin:1em 0 1.6em}figure img{max-width:100%;height:auto;border:1px solid
 figcaption{font-style:italic;color:#57606a;font-size:13px}
 code{background:#f6f8fa;padding:0 .25em;border-radius:3px;font-size:90%}
 .generated{color:#57606a;font-size:13px}
+.table-filter{display:flex;flex-wrap:wrap;align-items:center;gap:.3em 1em;margin:1em 0 -.2em;font-size:13px;
+color:#57606a}.table-filter select,.table-filter input{font:inherit;padding:.1em .3em}
+table.js-table tbody td{background:none}table.js-table tbody tr.alt td{background:#fbfcfd}
+th.sortable{cursor:pointer}th.sortable::after{content:"\\2195";color:#afb8c1;padding-left:.3em}
+th[aria-sort=ascending]::after{content:"\\25B2";color:#1f2328}
+th[aria-sort=descending]::after{content:"\\25BC";color:#1f2328}
 """.strip()
+
+# Sorting and filtering (see docs/reports.md), included once per page that has a table with two or
+# more rows. It reads everything from the DOM: no data-derived text is ever put into it.
+_SCRIPT = r"""
+(() => {
+  "use strict";
+  // Sorting and filtering of the report's tables. Everything it shows is read from the DOM
+  // (table[data-sortable], table[data-filterable], data-filter-columns, data-filter-lists);
+  // nothing about the results is written into this script.
+  const BLANK = /^[\s\u2012\u2013\u2014\u2212-]*$/;
+  const NUMBER = /^([-+\u2212]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(min|[kMGTsh%])?(?![\w\u00b5])/;
+  const SCALE = {k: 1e3, M: 1e6, G: 1e9, T: 1e12, min: 60, h: 3600, s: 1, "%": 1};
+  const collator = new Intl.Collator("en", {numeric: true, sensitivity: "base"});
+  const index = new WeakMap();
+
+  const number = (text) => {
+    const m = NUMBER.exec(text);
+    if (!m) return null;
+    const x = parseFloat(m[1].replace(/,/g, "").replace("\u2212", "-"));
+    return Number.isFinite(x) ? x * (m[2] ? SCALE[m[2]] : 1) : null;
+  };
+  const cellText = (row, col) => (row.cells[col] ? row.cells[col].textContent.trim() : "");
+  const listItems = (text) => text.split(",").map((item) => item.trim()).filter((item) => !BLANK.test(item));
+
+  const restripe = (body) => {
+    let k = 0;
+    for (const row of body.rows) {
+      if (!row.hidden) row.classList.toggle("alt", k++ % 2 === 1);
+    }
+  };
+
+  const sortBy = (body, headers, col) => {
+    const dir = headers[col].getAttribute("aria-sort") === "ascending" ? "descending" : "ascending";
+    const sign = dir === "ascending" ? 1 : -1;
+    const keyed = Array.from(body.rows, (row) => {
+      const text = cellText(row, col);
+      return {row, text, blank: BLANK.test(text), num: number(text)};
+    });
+    const numeric = keyed.every((k) => k.blank || k.num !== null);
+    keyed.sort((a, b) => {
+      if (a.blank !== b.blank) return a.blank ? 1 : -1;  // dashes and empty cells last, either way
+      const d = a.blank ? 0 : numeric ? a.num - b.num : collator.compare(a.text, b.text);
+      return d ? sign * d : index.get(a.row) - index.get(b.row);
+    });
+    for (const th of headers) th.removeAttribute("aria-sort");
+    headers[col].setAttribute("aria-sort", dir);
+    const fragment = document.createDocumentFragment();
+    for (const k of keyed) fragment.appendChild(k.row);
+    body.appendChild(fragment);
+    restripe(body);
+  };
+
+  const makeSortable = (body, headers) => {
+    headers.forEach((th, col) => {
+      th.classList.add("sortable");
+      th.tabIndex = 0;
+      th.title = "Sort by this column (again: reverse)";
+      th.addEventListener("click", () => sortBy(body, headers, col));
+      th.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" || event.key === " ") {
+          event.preventDefault();
+          sortBy(body, headers, col);
+        }
+      });
+    });
+  };
+
+  const makeFilterable = (table, body, names) => {
+    const rows = Array.from(body.rows);
+    const bar = document.createElement("div");
+    bar.className = "table-filter";
+    if (table.id) bar.setAttribute("aria-controls", table.id);
+    const lists = (table.getAttribute("data-filter-lists") || "").split(/\s+/);
+    const selects = [];
+    for (const token of (table.getAttribute("data-filter-columns") || "").split(/\s+/)) {
+      const col = /^\d+$/.test(token) ? Number(token) : -1;
+      if (col < 0 || col >= names.length) continue;
+      const list = lists.includes(token);
+      const values = new Set();
+      for (const row of rows) {
+        const text = cellText(row, col);
+        for (const value of list ? listItems(text) : [text]) if (!BLANK.test(value)) values.add(value);
+      }
+      if (values.size < 2) continue;
+      const label = document.createElement("label");
+      label.append(names[col] + " ");
+      const select = document.createElement("select");
+      select.dataset.column = String(col);
+      select.add(new Option("all", ""));
+      for (const value of Array.from(values).sort(collator.compare)) select.add(new Option(value, value));
+      label.append(select);
+      bar.append(label);
+      selects.push({select, col, list});
+    }
+    const search = document.createElement("input");
+    search.type = "search";
+    search.placeholder = "filter rows";
+    const caption = table.caption ? table.caption.textContent.trim() : "";
+    search.setAttribute("aria-label", caption ? "Filter the rows of: " + caption : "Filter the rows");
+    const count = document.createElement("span");
+    count.className = "table-count";
+    count.setAttribute("aria-live", "polite");
+    bar.append(search, count);
+    const apply = () => {
+      const terms = search.value.toLowerCase().split(/\s+/).filter(Boolean);
+      let shown = 0;
+      for (const row of rows) {
+        let keep = selects.every(({select, col, list}) => {
+          if (!select.value) return true;
+          const text = cellText(row, col);
+          return list ? listItems(text).includes(select.value) : text === select.value;
+        });
+        if (keep && terms.length) {
+          const text = Array.from(row.cells, (cell) => cell.textContent).join(" ").toLowerCase();
+          keep = terms.every((term) => text.includes(term));
+        }
+        row.hidden = !keep;
+        if (keep) shown += 1;
+      }
+      count.textContent = shown + " of " + rows.length + " rows";
+      restripe(body);
+    };
+    for (const {select} of selects) select.addEventListener("change", apply);
+    search.addEventListener("input", apply);
+    table.before(bar);
+    apply();
+  };
+
+  for (const table of document.querySelectorAll("table[data-sortable], table[data-filterable]")) {
+    const body = table.tBodies[0];
+    if (!body || !table.tHead || !table.tHead.rows.length) continue;
+    const headers = Array.from(table.tHead.rows[0].cells);
+    const names = headers.map((th) => th.textContent.trim());
+    Array.from(body.rows).forEach((row, i) => index.set(row, i));
+    table.classList.add("js-table");
+    if (table.hasAttribute("data-sortable")) makeSortable(body, headers);
+    if (table.hasAttribute("data-filterable")) makeFilterable(table, body, names);
+    restripe(body);
+  }
+})();
+"""
+
+# Columns (by header) that get a <select> filter; in _FILTER_LISTS a cell is a comma-separated list.
+_FILTERS = frozenset({"task", "probe", "regime", "language", "lang"})
+_FILTER_LISTS = frozenset({"worst languages"})
 
 
 def _inline_html(text: str) -> str:
@@ -953,13 +1107,51 @@ def _html_table(table: Table) -> str:
     head = "".join(f"<th{c}>{html.escape(h)}</th>" for h, c in zip(table.headers, cls))
     body = "\n".join("<tr>" + "".join(f"<td{c}>{html.escape(v)}</td>" for v, c in zip(row, cls)) + "</tr>"
                      for row in table.rows)
-    return (f'<table id="{html.escape(table.label.replace(":", "-"))}">\n<caption>{html.escape(table.caption)}'
+    return (f'<table id="{html.escape(table.label.replace(":", "-"))}"{_table_attributes(table)}>\n'
+            f"<caption>{html.escape(table.caption)}"
             f"</caption>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>")
+
+
+def _interactive(table: Table) -> bool:
+    return len(table.rows) >= 2
+
+
+def _table_attributes(table: Table) -> str:
+    """The data attributes :data:`_SCRIPT` acts on: sort any table of two rows or more, filter any
+    of four rows or more, with a select per task/probe/regime/language column (indices only,
+    never cell text)."""
+    if not _interactive(table):
+        return ""
+    out = " data-sortable"
+    if len(table.rows) < 4:
+        return out
+    names = [h.strip().lower() for h in table.headers]
+    columns = [str(i) for i, name in enumerate(names) if name in _FILTERS or name in _FILTER_LISTS]
+    lists = [str(i) for i, name in enumerate(names) if name in _FILTER_LISTS]
+    out += " data-filterable"
+    if columns:
+        out += f' data-filter-columns="{html.escape(" ".join(columns))}"'
+    if lists:
+        out += f' data-filter-lists="{html.escape(" ".join(lists))}"'
+    return out
+
+
+def _csp(script: str | None) -> str:
+    """A Content-Security-Policy that lets the page load nothing but its own inline style, its
+    data: images and (by hash) its one script: no fetch, and no injected script would run."""
+    scripts = "'none'"
+    if script is not None:
+        digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+        scripts = f"'sha256-{digest}'"
+    policy = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {scripts}; "
+              "base-uri 'none'; form-action 'none'")
+    return f'<meta http-equiv="Content-Security-Policy" content="{policy}">'  # no data in it
 
 
 def _render_html(report: Report) -> str:
     title = html.escape(report.title)
-    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+    script = _SCRIPT if any(_interactive(t) for t in report.tables) else None
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', _csp(script),
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{title}</title>", f"<style>\n{_CSS}\n</style>", "</head>", "<body>", f"<h1>{title}</h1>"]
     if report.generated_at:
@@ -980,6 +1172,8 @@ def _render_html(report: Report) -> str:
             else:
                 out.append(f"<p>{_inline_html(block)}</p>")
         out.append("</section>")
+    if script is not None:
+        out.append(f"<script>{script}</script>")
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"
 

@@ -73,12 +73,16 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 from speechssl.benchmark.directions import metric_direction
 from speechssl.benchmark.mlsuperb import edit_distance, spread
 from speechssl.benchmark.tables import latex_table, markdown_table
 from speechssl.errors import ConfigError
+from speechssl.extras import lazy_import
+
+# scipy (the [report] and [bench] extras) is imported on the first statistic computed, so
+# importing this module (the CLI, the result store's tables) needs only the core install.
+sps = lazy_import("scipy.stats", "rank statistics", extra="report")
 
 __all__ = [
     "CONSENSUS_METHODS",

@@ -284,10 +284,9 @@ def _run_local(cells: list[Cell], workers: int, record: Callable[[Cell, dict[str
 
 def _run_submitit(cells: list[Cell], cfg: SweepConfig, name: str, executor: str,
                   record: Callable[[Cell, dict[str, Any]], None]) -> None:
-    try:
-        import submitit
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise ConfigError("the slurm executor needs submitit (pip install submitit)") from exc
+    from speechssl.extras import require
+
+    submitit = require("submitit", f"the {executor} executor")  # the [slurm] extra
     folder = Path(cfg.out or f"runs/sweeps/{cfg.name or name}") / "submitit" / "%j"
     cluster = "local" if executor == "submitit-local" else "slurm"
     ex = submitit.AutoExecutor(folder=folder, cluster=cluster)

@@ -15,9 +15,9 @@ from typing import Iterable
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from speechssl.errors import AudioError
+from speechssl.extras import require
 
 TARGET_SAMPLE_RATE = 16_000
 # The standard wav2vec 2.0 CNN front end has a receptive field of 400 samples and a
@@ -37,7 +37,9 @@ def resample(wave: np.ndarray, orig_sr: float, target_sr: int = TARGET_SAMPLE_RA
     if orig_sr == target_sr:
         return wave.astype(np.float32, copy=False)
     ratio = Fraction(target_sr / orig_sr).limit_denominator(1000)
-    out = resample_poly(wave, ratio.numerator, ratio.denominator, axis=-1)
+    # scipy only when a rate differs: 16 kHz corpora are read with the core install.
+    signal = require("scipy.signal", f"resampling {orig_sr:g} Hz audio to {target_sr} Hz")
+    out = signal.resample_poly(wave, ratio.numerator, ratio.denominator, axis=-1)
     return out.astype(np.float32, copy=False)
 
 

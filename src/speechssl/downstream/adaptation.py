@@ -129,10 +129,10 @@ def _output_dim(sublayer: nn.Module) -> int:
 
 def add_lora(upstream: nn.Module, cfg: AdaptConfig) -> nn.Module:
     """Inject LoRA into the chosen projections of every Transformer layer (``peft``)."""
-    try:
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError as exc:  # pragma: no cover - peft is a dependency
-        raise ConfigError("regime lora needs the peft package: pip install peft") from exc
+    from speechssl.extras import require
+
+    peft = require("peft", "the LoRA regime")  # the [bench] extra
+    LoraConfig, inject_adapter_in_model = peft.LoraConfig, peft.inject_adapter_in_model  # noqa: N806
     pattern = "|".join(_LORA_TARGETS[t] for t in cfg.lora_targets)
     # peft matches a string target against each module's full name (re.fullmatch).
     target = rf".*encoder\.layers\.\d+\.(?:{pattern})"

@@ -193,7 +193,7 @@ class CostConfig:
 class BenchConfig:
     """A benchmark run. `speechssl bench --upstream U --task T [--probe P] [--data DIR] KEY=VALUE...`"""
 
-    upstream: str = param("mfcc", help="mfcc | fbank | ge2e | hf:<local dir> | ckpt:<checkpoint or run dir>")
+    upstream: str = param("mfcc", help="mfcc | fbank | ge2e | hf:<dir or hub id> | ckpt:<checkpoint or run dir>")
     task: Literal["asr", "asr_lid", "pr", "lid", "asv", "er", "ic", "sf", "sa", "ast"] = param(
         "lid", help="downstream task (docs/benchmark.md, 'Tasks')"
     )

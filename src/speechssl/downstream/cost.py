@@ -385,7 +385,10 @@ class EnergyTracker:
     def _start_codecarbon(self):
         if not re.fullmatch(r"[A-Z]{3}", self.country):
             raise ValueError(f"country must be an ISO 3166-1 alpha-3 code such as FRA, got {self.country!r}")
-        from codecarbon import OfflineEmissionsTracker, OutputMethod
+        from speechssl.extras import require
+
+        codecarbon = require("codecarbon", "energy and CO2 accounting")  # the [energy] extra
+        OfflineEmissionsTracker, OutputMethod = codecarbon.OfflineEmissionsTracker, codecarbon.OutputMethod  # noqa: N806
 
         # Quiet from the first line (after the import, which sets its own level): the
         # tracker logs at INFO/WARNING before it applies log_level.

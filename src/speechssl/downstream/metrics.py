@@ -21,9 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import jiwer
 import numpy as np
-from sklearn.metrics import f1_score
+
+from speechssl.extras import lazy_import, require
+
+# The [bench] extra; imported on first use, so `import speechssl.downstream.metrics` needs neither.
+jiwer = lazy_import("jiwer", "WER/CER scoring")
 
 __all__ = [
     "accuracy",
@@ -197,6 +200,7 @@ def macro_f1(pred, true, labels=None) -> float:
     labels = list(labels)
     if not labels:
         raise ValueError("labels is empty")
+    f1_score = require("sklearn.metrics", "macro-F1 scoring").f1_score
     return float(f1_score(true, pred, labels=labels, average="macro", zero_division=0))
 
 
@@ -427,7 +431,8 @@ def translation_scores(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, fl
     by the caller, if at all).
     """
     # Imported here: only the translation task needs sacrebleu.
-    from sacrebleu.metrics import BLEU, CHRF
+    sacrebleu_metrics = require("sacrebleu.metrics", "BLEU/chrF scoring")
+    BLEU, CHRF = sacrebleu_metrics.BLEU, sacrebleu_metrics.CHRF  # noqa: N806
 
     refs, hyps = list(refs), list(hyps)
     if len(refs) != len(hyps):

@@ -149,6 +149,14 @@ def default_run_dir(cfg: BenchConfig, probe: str) -> Path:
     return Path("runs/bench") / slug / f"{cfg.task}-{probe_label(cfg, probe)}{regime}{train}{layer}-seed{cfg.seed}"
 
 
+def resolve_run_dir(cfg: BenchConfig, out_dir: str | Path | None = None) -> Path:
+    """Where :func:`run_bench` writes: ``out_dir`` if given, else :func:`default_run_dir` with
+    the probe the run will use (an unknown task or unfit probe raises ConfigError here)."""
+    if out_dir is not None:
+        return Path(out_dir)
+    return default_run_dir(cfg, _check_probe(cfg, task_class(cfg.task)))
+
+
 # Probe bodies built from probe_cfg.num_layers layers (the head-only probes have none).
 _LAYERED_BODIES = ("bilstm", "cnn", "transformer", "conformer", "ebranchformer")
 
@@ -228,7 +236,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
     started = time.perf_counter()
     task_cls = task_class(cfg.task)
     probe_name = _check_probe(cfg, task_cls)
-    run_dir = Path(out_dir) if out_dir is not None else default_run_dir(cfg, probe_name)
+    run_dir = resolve_run_dir(cfg, out_dir)
     result_path = run_dir / "result.json"
     key = config_hash(cfg)
     if result_path.is_file() and not fresh:
@@ -236,6 +244,10 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, *, fresh: boo
         if previous.get("config_hash") == key:
             previous["reused"] = True
             return previous
+    # The scoring packages come with the [bench] extra; missing, they would fail the run at its end.
+    from speechssl.extras import check_installed
+
+    check_installed(("sklearn", "jiwer", "sacrebleu"), f"scoring the {cfg.task} task")
 
     device = _device(cfg.device)
     # Energy covers everything from here: feature extraction, training and test.

@@ -13,7 +13,7 @@ import math
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -94,6 +94,9 @@ class TextNormalizer:
 # --------------------------------------------------------------------------- tokenizers
 
 
+_Vocabulary = TypeVar("_Vocabulary", bound="_CTCVocabulary")  # typing.Self is Python 3.11+
+
+
 class _CTCVocabulary:
     """What the CTC tokenizers share: a fixed list of entries, the blank at id 0 and
     ``<unk>`` at id 1, validation, decoding of ids and the JSON round trip.
@@ -156,7 +159,7 @@ class _CTCVocabulary:
         return {"type": self.kind, "vocab": list(self.vocab)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Self:
+    def from_dict(cls: type[_Vocabulary], data: dict) -> _Vocabulary:
         if not isinstance(data, dict) or data.get("type") != cls.kind or not isinstance(data.get("vocab"), list):
             raise SpeechSSLError(
                 f"not a saved {cls.noun} tokenizer (expected {{'type': {cls.kind!r}, 'vocab': [...]}})"

@@ -32,7 +32,8 @@ class Monitor:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # a dependency, but a slim install may lack it
-                log.warning("tensorboard is not installed; writing metrics.jsonl only")
+                log.warning("tensorboard is not installed; writing metrics.jsonl only "
+                            "(pip install 'speechssl[pretrain]' adds TensorBoard logs)")
                 self._tensorboard_dir = None
             else:
                 self._writer = SummaryWriter(str(self._tensorboard_dir))

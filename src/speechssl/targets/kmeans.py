@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from speechssl.errors import ConfigError
+from speechssl.extras import require
 
 DEFAULT_N_INIT = 5
 DEFAULT_BATCH_SIZE = 10_000
@@ -148,7 +149,8 @@ def fit_kmeans(
     max_iter: int = DEFAULT_MAX_ITER,
 ) -> KMeansModel:
     """Standardise ``sample [n, dim]`` and fit ``k`` clusters on it (``n >= k``)."""
-    from sklearn.cluster import MiniBatchKMeans  # imported on use: scikit-learn is slow to import
+    # Imported on use: scikit-learn is slow to import, and optional (the [pretrain] extra).
+    MiniBatchKMeans = require("sklearn.cluster", "k-means targets", extra="pretrain").MiniBatchKMeans  # noqa: N806
 
     sample = np.asarray(sample, dtype=np.float32)
     if sample.ndim != 2 or sample.shape[0] == 0:

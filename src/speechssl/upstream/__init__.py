@@ -1,7 +1,8 @@
 """Upstreams by name: ``build_upstream("mfcc")``, ``build_upstream("hf:/models/wavlm")``, ...
 
 A spec is either a bare name (``mfcc``, ``fbank``, ``ge2e``) or ``prefix:argument``
-(``hf:<local dir>``, ``ckpt:<checkpoint or run dir>``, ``tuned:<bench run dir>`` for an
+(``hf:<local dir or hub id>`` such as ``hf:facebook/wav2vec2-base[@revision]``, see
+:mod:`speechssl.upstream.hf`, ``ckpt:<checkpoint or run dir>``, ``tuned:<bench run dir>`` for an
 upstream as a fine-tuning run adapted it (:mod:`speechssl.upstream.tuned`), ``fuse:<mode>:<spec>+<spec>`` for
 upstreams of different frame rates fused into one, see :mod:`speechssl.upstream.fusion`).
 The registry stores the built-in builders as ``"module:function"`` strings and imports a
@@ -9,8 +10,10 @@ module only when its upstream is requested, so that ``import speechssl.upstream`
 therefore the CLI's start-up and ``--help``) never pays for importing ``transformers``.
 
 Anything a user can get wrong -- an unknown name, a missing argument, a path that does
-not exist -- is a :class:`~speechssl.errors.ConfigError` raised before any model is
-loaded, with the list of known specs and a did-you-mean where one is close.
+not exist, a malformed hub id, a hub id that is neither cached nor downloadable -- is a
+:class:`~speechssl.errors.ConfigError` raised before any model is loaded, with the list of
+known specs and a did-you-mean where one is close. :func:`parse_spec` checks the form only
+and never touches the network; a hub id is resolved when the upstream is built.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def register_upstream(name: str, *, argument: str | None = None) -> Callable[[Bu
 _REGISTRY["mfcc"] = _Entry("mfcc", None, "speechssl.upstream.baseline:build_mfcc")
 _REGISTRY["fbank"] = _Entry("fbank", None, "speechssl.upstream.baseline:build_fbank")
 _REGISTRY["ge2e"] = _Entry("ge2e", None, "speechssl.upstream.ge2e:build_ge2e")
-_REGISTRY["hf"] = _Entry("hf", "<dir>", "speechssl.upstream.hf:build_hf")
+_REGISTRY["hf"] = _Entry("hf", "<dir or hub id>", "speechssl.upstream.hf:build_hf")
 _REGISTRY["ckpt"] = _Entry("ckpt", "<path>", "speechssl.upstream.native:build_native")
 _REGISTRY["tuned"] = _Entry("tuned", "<bench run dir>", "speechssl.upstream.tuned:build_tuned")
 _REGISTRY["fuse"] = _Entry("fuse", "<mode>:<spec>+<spec>", "speechssl.upstream.fusion:build_fusion")

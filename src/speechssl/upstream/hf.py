@@ -1,8 +1,17 @@
-"""``hf:<dir>``: a local ``transformers`` waveform encoder (wav2vec 2.0, HuBERT, WavLM,
+"""``hf:<dir or hub id>``: a ``transformers`` waveform encoder (wav2vec 2.0, HuBERT, WavLM,
 data2vec-audio, wav2vec2-conformer), including our own ``speechssl export-hf`` output.
 
-Only local files are read (``local_files_only=True`` everywhere): the benchmark must be
-reproducible from what is on disk, and the machines it runs on may have no network.
+The argument is a local model directory (``hf:/models/wavlm``, ``hf:./facebook/wav2vec2-base``)
+or a Hugging Face hub id, ``hf:facebook/wav2vec2-base`` or ``hf:facebook/wav2vec2-base@<revision>``
+(branch, tag or commit). An existing path always wins; write ``./org/name`` to insist on a
+directory. A hub id is resolved through huggingface_hub's cache (:mod:`speechssl.upstream.hub`):
+the cached snapshot when there is one, else a download of only the config, preprocessor config
+and weights, and offline (``HF_HUB_OFFLINE=1``, or no connection) one ``ConfigError`` naming the
+id and the command that pre-downloads it (``hf download facebook/wav2vec2-base``).
+
+The model itself is then loaded from that directory only (``local_files_only=True``
+everywhere), exactly as a local directory is: the same checks, and a feature-cache identity
+that hashes the files' bytes, never the id, so a new revision invalidates cached features.
 
 Input preparation follows the directory's ``preprocessor_config.json``, because that is
 how the model was trained:
@@ -172,5 +181,8 @@ class HFUpstream(Upstream):
         return hash_files(files + weight_files(self.directory), extra=VERSION)
 
 
-def build_hf(directory: str) -> HFUpstream:
-    return HFUpstream(directory)
+def build_hf(argument: str) -> HFUpstream:
+    """``hf:<argument>``: a local directory, or a hub id resolved to its cached snapshot."""
+    from speechssl.upstream.hub import resolve_model_dir
+
+    return HFUpstream(resolve_model_dir(argument))

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
+
+from speechssl.extras import lazy_import
+
+signal = lazy_import("scipy.signal", "the audio augmentations (reverb, noise, telephone)")
 
 SAMPLE_RATE = 16000
 AUGMENTATIONS = ("reverb", "noise", "telephone")  # also the order of application
@@ -32,11 +35,11 @@ def _coloured_noise(n: int, exponent: float, rng: np.random.Generator) -> np.nda
 def _babble(n: int, rng: np.random.Generator) -> np.ndarray:
     """Crowd-like noise: several speech-shaped voices, each switching on and off at syllable rate."""
     talkers = int(rng.integers(4, 9))
-    sos = butter(2, [150, 4000], btype="bandpass", fs=SAMPLE_RATE, output="sos")
+    sos = signal.butter(2, [150, 4000], btype="bandpass", fs=SAMPLE_RATE, output="sos")
     out = np.zeros(n)
     t = np.arange(n) / SAMPLE_RATE
     for _ in range(talkers):
-        voice = sosfilt(sos, _coloured_noise(n, 1.0, rng))
+        voice = signal.sosfilt(sos, _coloured_noise(n, 1.0, rng))
         # A 3-6 Hz syllabic envelope with random phase, rectified so it pauses.
         rate = rng.uniform(3.0, 6.0)
         envelope = np.maximum(0.0, np.sin(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi)) + rng.uniform(-0.2, 0.4))
@@ -68,21 +71,21 @@ def add_reverb(wave: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, 
     rir = np.zeros(n + predelay)
     rir[predelay:] = tail * rng.uniform(0.1, 0.4)
     rir[0] = 1.0
-    wet = fftconvolve(wave, rir)[: len(wave)]
+    wet = signal.fftconvolve(wave, rir)[: len(wave)]
     return wet, {"rt60": round(rt60, 3)}
 
 
 def telephone(wave: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Params]:
     """A narrowband phone line: 300-3400 Hz, 8 kHz sampling and 8-bit mu-law (G.711) quantisation."""
-    sos = butter(4, [300, 3400], btype="bandpass", fs=SAMPLE_RATE, output="sos")
-    narrow = resample_poly(sosfilt(sos, wave), 1, 2)
+    sos = signal.butter(4, [300, 3400], btype="bandpass", fs=SAMPLE_RATE, output="sos")
+    narrow = signal.resample_poly(signal.sosfilt(sos, wave), 1, 2)
     scale = np.max(np.abs(narrow)) + 1e-12
     mu = 255.0
     x = narrow / scale
     companded = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
     quantised = np.round(companded * 127) / 127
     expanded = np.sign(quantised) * np.expm1(np.abs(quantised) * np.log1p(mu)) / mu
-    return resample_poly(expanded * scale, 2, 1)[: len(wave)], {"codec": "mulaw8k"}
+    return signal.resample_poly(expanded * scale, 2, 1)[: len(wave)], {"codec": "mulaw8k"}
 
 
 _FUNCTIONS: dict[str, Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, Params]]] = {

@@ -44,6 +44,7 @@ from speechssl.data.synth.prosody import EMOTION_NAMES, Prosody, sample_prosody
 from speechssl.data.synth.render import SAMPLE_RATE, Job, Rendered, render
 from speechssl.data.synth.speakers import Speaker, make_speakers, split_speakers
 from speechssl.errors import ConfigError
+from speechssl.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,9 @@ def synthesize_corpus(
         if progress:
             print(f"reusing corpus {out} (config {digest})", file=sys.stderr)
         return reused
+    # Checked here, not in the render workers, where a missing package would surface as a pool failure.
+    require("espeakng_loader", "the synthetic corpus (eSpeak NG)")
+    require("scipy.signal", "the synthetic corpus (resampling eSpeak's audio to 16 kHz)")
     _prepare_output_dir(out)
 
     plan = plan_corpus(cfg)

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from speechssl.errors import SpeechSSLError
+from speechssl.extras import require
 
 # speak_lib.h constants
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -104,10 +105,7 @@ class EspeakDriver:
     """One initialised eSpeak NG instance: synthesis and IPA phonemisation."""
 
     def __init__(self) -> None:
-        try:
-            import espeakng_loader
-        except ImportError as exc:  # pragma: no cover - a declared dependency
-            raise SpeechSSLError("the espeakng-loader package is required for corpus synthesis") from exc
+        espeakng_loader = require("espeakng_loader", "the synthetic corpus (eSpeak NG)")
         self._source_data = Path(espeakng_loader.get_data_path())
         self.data_dir = _private_data_dir(self._source_data)
         self._variants_dir = self.data_dir / "voices" / "!v"
