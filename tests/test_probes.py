@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from speechssl.downstream.config import ProbeConfig
-from speechssl.downstream.cost import count_probe_macs
+from speechssl.downstream.cost import _native_kernels, count_probe_macs
 from speechssl.downstream.probes import PROBES
 from speechssl.downstream.probes.base import AttentiveStatsPooling, masked_mean_std
-from speechssl.downstream.probes.encoders import sinusoidal_positions
+from speechssl.downstream.probes.encoders import _fused_cpu_lstm, sinusoidal_positions
 from speechssl.downstream.probes.speaker import ECAPA, CosineScorer, XVector, _res2_scale
 
 IN_DIM, NUM_OUTPUTS = 6, 5
@@ -73,6 +75,37 @@ def test_padding_in_a_batch_does_not_change_an_utterance(name):
             torch.testing.assert_close(alone[0][0], batched[0][0, :30], atol=1e-5, rtol=1e-4)
         else:
             torch.testing.assert_close(alone[0], batched[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_bilstm_on_cpu_computes_the_packed_lstm_on_the_padded_batch():
+    # With oneDNN on, the CPU path runs each direction on the padded batch (the backward one
+    # on per-utterance reversed frames); with it off, nn.LSTM runs on the packed batch. Same
+    # outputs, padding zeros, gradients and dropout draws (three layers: two dropouts between).
+    encoder = build("bilstm_ctc", num_layers=3, dropout=0.3).encoder
+    x = torch.randn(4, 23, IN_DIM)
+    x[1, 17:] = 1e3  # garbage in the padding
+    lengths = torch.tensor([23, 17, 0, 9])  # an empty utterance keeps its first frame
+    for training in (True, False):
+        encoder.train(training)
+        results = []
+        for fused in (True, False):
+            # _native_kernels: oneDNN off, as while counting MACs.
+            with contextlib.nullcontext() if fused else _native_kernels():
+                assert _fused_cpu_lstm(x) == fused
+                torch.manual_seed(3)
+                inputs = x.clone().requires_grad_()
+                out, out_lengths = encoder(inputs, lengths)
+                out.square().mean().backward()
+            assert torch.equal(out_lengths, lengths)
+            results.append((out.detach(), inputs.grad, [p.grad.clone() for p in encoder.parameters()]))
+            encoder.zero_grad()
+        (fused_out, fused_input_grad, fused_grads), (packed_out, packed_input_grad, packed_grads) = results
+        assert (fused_out[1, 17:] == 0).all() and (fused_out[2, 1:] == 0).all()
+        torch.testing.assert_close(fused_out, packed_out, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(fused_input_grad, packed_input_grad, atol=1e-5, rtol=1e-4)
+        for fused_grad, packed_grad in zip(fused_grads, packed_grads):
+            torch.testing.assert_close(fused_grad, packed_grad, atol=1e-5, rtol=1e-4)
 
 
 # ---------------------------------------------------------------- training

@@ -18,6 +18,7 @@ import math
 import re
 import sys
 import time
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,12 +65,19 @@ class LayerBatch:
 
 
 def _pad_layers(arrays: list[np.ndarray]) -> tuple[Tensor, Tensor]:
-    """Per-utterance ``[L, T_i, D]`` arrays -> zero-padded ``[L, B, T, D]`` float32 + lengths."""
+    """Per-utterance ``[L, T_i, D]`` arrays -> zero-padded ``[L, B, T, D]`` float32 + lengths.
+
+    Each array (an fp16 view of the memory-mapped cache) is read once: the fp16 -> fp32
+    conversion happens in the copy into the batch (3x faster than converting first).
+    """
     lengths = torch.tensor([a.shape[1] for a in arrays], dtype=torch.long)
     num_layers, _, dim = arrays[0].shape
     out = torch.zeros(num_layers, len(arrays), int(lengths.max()), dim)
-    for i, a in enumerate(arrays):
-        out[:, i, : a.shape[1]] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+    with warnings.catch_warnings():
+        # The cache's read-only map is only read here (the copy's source), never written.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        for i, a in enumerate(arrays):
+            out[:, i, : a.shape[1]] = torch.from_numpy(a)
     return out, lengths
 
 
