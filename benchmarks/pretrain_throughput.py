@@ -111,6 +111,7 @@ from speechssl.errors import SpeechSSLError
 from speechssl.models.config import EncoderConfig
 from speechssl.models.hf import hf_config_from, hf_state_dict
 from speechssl.models.objectives import contrastive as contrastive_module
+from speechssl.models.objectives import masking as masking_module
 from speechssl.models.objectives.contrastive import ContrastiveConfig, Wav2Vec2Pretraining
 from speechssl.pretrain.mfu import PRECISION_DTYPES, count_flops, datasheet_peak, measured_peak
 
@@ -373,16 +374,20 @@ def instrumented(model: Wav2Vec2Pretraining) -> Iterator[None]:
                 return fn(*a, **k)
         return wrapper
 
-    originals = {name: getattr(contrastive_module, name) for name in ("span_mask", "contrastive_logits")}
-    contrastive_module.span_mask = labelled(originals["span_mask"], "fwd: span_mask")
-    contrastive_module.contrastive_logits = labelled(originals["contrastive_logits"], "fwd: contrastive_logits")
+    # Patched where they are looked up at call time: span_mask in the masking module (called
+    # by mask_with_embedding), contrastive_logits in the contrastive module.
+    patched = [(masking_module, "span_mask", "fwd: span_mask"),
+               (contrastive_module, "contrastive_logits", "fwd: contrastive_logits")]
+    originals = [(module, name, getattr(module, name)) for module, name, _ in patched]
+    for module, name, label in patched:
+        setattr(module, name, labelled(getattr(module, name), label))
     _PROFILING = True
     try:
         yield
     finally:
         _PROFILING = False
-        for name, fn in originals.items():
-            setattr(contrastive_module, name, fn)
+        for module, name, fn in originals:
+            setattr(module, name, fn)
         for handle in handles:
             handle.remove()
 
