@@ -52,6 +52,7 @@ __all__ = [
     "make_synthetic_corpus",
     "override_items",
     "pretrain",
+    "pretrain_config",
     "report",
 ]
 
@@ -205,14 +206,26 @@ def pretrain(
     audio seconds seen, wall time, best step), ``last_checkpoint``, ``best_checkpoint``,
     ``last_train`` / ``last_valid`` (the final metric records) and ``summary`` (one line).
     """
-    from speechssl.pretrain import PretrainConfig
     from speechssl.pretrain import pretrain as run_pretraining
+
+    cfg = pretrain_config(config, overrides=overrides, data=data)
+    return run_pretraining(cfg, out_dir, fresh=fresh, progress=progress, init_only=init_only)
+
+
+def pretrain_config(
+    config: str | os.PathLike | Mapping[str, Any] | PretrainConfig | None = None,
+    *,
+    overrides: Overrides = None,
+    data: str | os.PathLike | None = None,
+) -> PretrainConfig:
+    """The validated :class:`~speechssl.pretrain.PretrainConfig` that :func:`pretrain` runs
+    (``config`` + ``overrides``, then ``data`` as ``data.dir``); the SLURM launcher submits it too."""
+    from speechssl.pretrain import PretrainConfig
 
     items = override_items(overrides)
     if data is not None:
         items.append(f"data.dir={os.fspath(data)}")
-    cfg = build_config(PretrainConfig, config, items)
-    return run_pretraining(cfg, out_dir, fresh=fresh, progress=progress, init_only=init_only)
+    return build_config(PretrainConfig, config, items)
 
 
 # ---------------------------------------------------------------- benchmark

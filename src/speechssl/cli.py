@@ -112,15 +112,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _submit_pretraining(args: argparse.Namespace, config_file: Path | None, overrides: list[str]) -> int:
-    from speechssl.api import build_config
-    from speechssl.pretrain import PretrainConfig
+    from speechssl.api import pretrain_config
     from speechssl.pretrain.launch import submit_pretrain, wait_for_job
 
     if args.init_only:
         raise ConfigError("--init-only writes one checkpoint here; drop --executor")
-    if args.data is not None:
-        overrides.append(f"data.dir={args.data}")
-    cfg = build_config(PretrainConfig, config_file, overrides)
+    cfg = pretrain_config(config_file, overrides=overrides, data=args.data)
     job = submit_pretrain(cfg, args.out, executor=args.executor, fresh=args.fresh)
     s = cfg.slurm
     print(f"submitted pretraining job {job.job_id} ({args.executor}, {s.nodes} node(s) x "
