@@ -82,3 +82,13 @@ def test_check_corpus_and_skip_bad(tiny_corpus, tmp_path, capsys):
     assert main(["corpus", "check", str(corpus), "--split", "dev", "--skip-bad"]) == 0
     out = capsys.readouterr().out
     assert "skipped 1 unusable audio file(s)" in out and victim.name in out
+
+
+def test_bench_help_names_every_task(capsys):
+    from speechssl.downstream.tasks import TASKS
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    listed = help_text.split("--task TASK", 1)[1].split("--probe", 1)[0]
+    assert set(TASKS) == {name.strip() for name in listed.split("(")[0].split("|")}

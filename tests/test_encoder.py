@@ -241,3 +241,55 @@ def test_digital_silence_gives_ordinary_gradient_norms():
     assert math.isfinite(with_silence)
     assert with_silence < 10 * with_floor, (with_silence, with_floor)
     assert with_silence < 1e3
+
+
+def _group_norm_per_row(norm, x, lengths):
+    """What each utterance gets alone: nn.GroupNorm over its valid frames, zeros after."""
+    rows = []
+    for row, length in zip(x, lengths.tolist()):
+        out = torch.zeros_like(row)
+        if length:
+            out[:, :length] = torch.nn.functional.group_norm(row[None, :, :length], norm.num_groups, norm.weight,
+                                                             norm.bias, norm.eps)[0]
+        rows.append(out)
+    return torch.stack(rows)
+
+
+def test_masked_group_norm_gradients_match_per_utterance_group_norm():
+    # The hand-written backward against autograd through nn.GroupNorm run on each row alone,
+    # with a large channel mean (the case the two-pass variance is for) and an empty row.
+    from speechssl.models.feature_extractor import MaskedGroupNorm, _MaskedGroupNormFunction
+
+    torch.manual_seed(0)
+    norm = MaskedGroupNorm(6, 6).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(4, 6, 40, dtype=torch.double) * 3 + 50
+    lengths = torch.tensor([40, 23, 5, 0])
+    valid = (torch.arange(40)[None, :] < lengths[:, None]).double()
+
+    def fused(inputs, weight, bias):
+        return _MaskedGroupNormFunction.apply(inputs, valid, weight, bias, norm.eps)
+
+    assert torch.autograd.gradcheck(fused, (x.clone().requires_grad_(), norm.weight, norm.bias))
+    grad_out = torch.randn_like(x)
+    results = []
+    for run in (lambda inp: fused(inp, norm.weight, norm.bias), lambda inp: _group_norm_per_row(norm, inp, lengths)):
+        norm.zero_grad()
+        inputs = x.clone().requires_grad_()
+        out = run(inputs)
+        out.backward(grad_out)
+        results.append((out, inputs.grad, norm.weight.grad.clone(), norm.bias.grad.clone()))
+    for ours, reference in zip(*results):
+        torch.testing.assert_close(ours, reference)
+    assert (results[0][1][1, :, 23:] == 0).all() and (results[0][0][3] == 0).all()
+
+
+def test_masked_group_norm_keeps_the_parameter_dtype():
+    from speechssl.models.feature_extractor import MaskedGroupNorm
+
+    norm = MaskedGroupNorm(4, 4).to(torch.bfloat16)
+    x = torch.randn(2, 4, 30, dtype=torch.bfloat16, requires_grad=True)
+    norm(x, torch.tensor([30, 12])).float().sum().backward()
+    assert norm.weight.grad.dtype == torch.bfloat16 and x.grad.dtype == torch.bfloat16

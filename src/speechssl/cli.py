@@ -636,7 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the result (--fresh retrains).")
     _add_common(bench)
     bench.add_argument("--upstream", default=None, help="mfcc | fbank | ge2e | hf:<dir or hub id> | ckpt:<path>")
-    bench.add_argument("--task", default=None, help="asr | lid | asv")
+    bench.add_argument("--task", default=None,
+                       help="asr | asr_lid | pr | lid | asv | er | ic | sf | ast | sa (docs/benchmark.md)")
     bench.add_argument("--probe", default=None, help="probe family (default: the task's)")
     bench.add_argument("--data", default=None, help=f"manifest directory (default {DEFAULT_DATA_DIR})")
     bench.add_argument("--out", type=Path, default=None, help="run directory (default runs/bench/<upstream>/<task>-...)")
