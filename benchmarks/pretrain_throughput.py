@@ -81,11 +81,17 @@ MFU and memory, per side:
 
 ``--device cuda --precision bf16`` runs both steps under bf16 autocast on a GPU.
 
+``--compile ours`` compiles our encoder as ``speechssl pretrain compile=true`` does (the CNN
+and the Transformer layers, regionally, the time axis static); ``--compile both`` compiles
+transformers' CNN and layers the same way, the like-for-like comparison. Warm-up steps
+include the compilation (a minute or two on 2 cores); FLOPs are counted on the eager code.
+
     python benchmarks/pretrain_throughput.py --quick          # < 1 min on 2 cores with --no-memory
     python benchmarks/pretrain_throughput.py                  # tiny, 48 s batches, 10 repeats
     python benchmarks/pretrain_throughput.py --model base --batch-seconds 16 --repeats 3
     python benchmarks/pretrain_throughput.py --quick --profile
     python benchmarks/pretrain_throughput.py --model base --device cuda --precision bf16
+    python benchmarks/pretrain_throughput.py --model base --quick --compile both   # + ~2 min compiling
 """
 
 from __future__ import annotations
@@ -114,6 +120,7 @@ from speechssl.models.objectives import contrastive as contrastive_module
 from speechssl.models.objectives import masking as masking_module
 from speechssl.models.objectives.contrastive import ContrastiveConfig, Wav2Vec2Pretraining
 from speechssl.pretrain.mfu import PRECISION_DTYPES, count_flops, datasheet_peak, measured_peak
+from speechssl.pretrain.perf import compile_encoder
 
 # AdamW as `speechssl pretrain` builds it (PretrainConfig.optim defaults, tiny recipe lr).
 ADAMW = dict(lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
@@ -423,6 +430,7 @@ def build_steps(args: argparse.Namespace, batch: Batch):  # type: ignore[no-unty
     device = torch.device(args.device)
     ours, theirs, weights = build_models(args)
     ours, theirs = ours.to(device), theirs.to(device)
+    compile_models(ours, theirs, args.compile)
     batch = batch.to(device)
     _, objective_cfg = configs(args.model)
     amp = autocast(device, args.precision)
@@ -431,6 +439,25 @@ def build_steps(args: argparse.Namespace, batch: Batch):  # type: ignore[no-unty
         "transformers": their_step(theirs, batch, objective_cfg, args.fused_adamw, amp),
     }
     return ours, theirs, weights, steps
+
+
+def compile_models(ours: Wav2Vec2Pretraining, theirs: torch.nn.Module, which: str) -> None:
+    """``--compile``: ours as ``speechssl pretrain compile=true`` does it (regional, static time
+    for one bucket); with ``both``, transformers' CNN and Transformer layers the same way."""
+    if which == "none":
+        return
+    compile_encoder(ours.encoder, static_time=True, num_shapes=1)
+    if which == "both":
+        hf = theirs.wav2vec2  # type: ignore[attr-defined]
+        for module in (hf.feature_extractor, *hf.encoder.layers):
+            module.compile(dynamic=False)
+
+
+def eager() -> contextlib.AbstractContextManager:
+    """FLOPs are counted on the eager code (the same FLOPs; FlopCounterMode does not see into
+    compiled graphs)."""
+    set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+    return set_stance("force_eager") if set_stance else contextlib.nullcontext()
 
 
 def peaks(args: argparse.Namespace) -> tuple[dict, dict | None]:
@@ -506,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                         help="fp32, or bf16 autocast on both sides (default: fp32 on CPU, bf16 on cuda)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--compile", choices=["none", "ours", "both"], default="none",
+                        help="torch.compile ours (as `speechssl pretrain compile=true`) or both sides; the "
+                        "warm-up steps include the compilation")
     parser.add_argument("--memory-child", choices=["speechssl", "transformers"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.precision is None:
@@ -545,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, model in (("speechssl", ours), ("transformers", theirs))
     ]
     # One more step of each under FlopCounterMode (after the timing: counting slows a step down).
-    flops = {name: count_flops(lambda step=step: step(args.warmup + args.repeats)) for name, step in steps.items()}
+    with eager():
+        flops = {name: count_flops(lambda step=step: step(args.warmup + args.repeats)) for name, step in steps.items()}
     peak, datasheet = peaks(args)
     memory = {} if args.no_memory else {name: measure_memory(argv, name) for name in steps}
 
@@ -559,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({100 * (1 - batch.seconds * SAMPLE_RATE / (b * samples)):.1f}% padding), {batch.source}; "
         f"warmup {args.warmup}, {args.repeats} interleaved repeats, seed {args.seed}; "
         f"AdamW{' (fused)' if args.fused_adamw else ''} lr {ADAMW['lr']:g} betas {ADAMW['betas']} "
-        f"eps {ADAMW['eps']:g} wd {ADAMW['weight_decay']:g}"
+        f"eps {ADAMW['eps']:g} wd {ADAMW['weight_decay']:g}; torch.compile: {args.compile}"
     )
     if load >= 0.5:
         print(
