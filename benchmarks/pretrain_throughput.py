@@ -48,7 +48,9 @@ Why it is fair, and the known differences:
   part of the fairseq loss, absent from transformers' model) and, for BASE, scales the
   CNN gradient by ``feature_grad_mult=0.1``; both are a handful of element-wise ops;
 * layerdrop (0.05) draws independently on each side, so a step may skip a layer;
-  medians over the repeats absorb this.
+  medians over the repeats absorb this. FLOPs are counted with layer drop off on both sides
+  (every layer), so MFU is the full model's work over a step that skips ~5 % of its
+  Transformer layers on average: at base that overstates MFU by ~2 %, on both sides alike.
 
 Run it on an otherwise idle machine. With other processes on the cores, multi-threaded
 ops stall at their OpenMP barriers whenever one of their threads is descheduled: the step
@@ -69,6 +71,9 @@ MFU and memory, per side:
   optimizer and element-wise work count 0), each model's *own* step on the same batch --
   transformers' step does more work (distractors and quantizer on every frame), and that
   work is counted for it; ``GF/audio-s`` divides it by the batch's real audio.
+* ``MFU~``: the same per timed repeat, against a matmul peak sample (fastest of 3) taken right
+  after that repeat, median over repeats -- the peak of a shared VM drifts by tens of percent
+  within minutes, and this keeps the drift in numerator and denominator alike;
 * ``MFU`` = GFLOP/step / median s/step / the measured matmul peak
   (:func:`speechssl.pretrain.mfu.measured_peak`: square matmuls, 2048 on CPU with the run's
   threads, 8192 on a GPU, in the run's dtype); on a GPU of a known family the datasheet
@@ -84,7 +89,8 @@ MFU and memory, per side:
 ``--compile ours`` compiles our encoder as ``speechssl pretrain compile=true`` does (the CNN
 and the Transformer layers, regionally, the time axis static); ``--compile both`` compiles
 transformers' CNN and layers the same way, the like-for-like comparison. Warm-up steps
-include the compilation (a minute or two on 2 cores); FLOPs are counted on the eager code.
+include the compilation (a minute or two on 2 cores); FLOPs are counted on eager twins of
+the two models (FlopCounterMode does not see inside compiled graphs).
 
     python benchmarks/pretrain_throughput.py --quick          # < 1 min on 2 cores with --no-memory
     python benchmarks/pretrain_throughput.py                  # tiny, 48 s batches, 10 repeats
@@ -99,6 +105,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -312,11 +319,13 @@ class Row:
 
 
 def run(
-    steps: dict[str, Callable[[int], float]], warmup: int, repeats: int
-) -> dict[str, tuple[list[float], list[float]]]:
-    """Warm every step up, then time them interleaved; ``(seconds, losses)`` per name."""
+    steps: dict[str, Callable[[int], float]], warmup: int, repeats: int, peak_sample: Callable[[], float]
+) -> tuple[dict[str, tuple[list[float], list[float]]], list[float]]:
+    """Warm every step up, then time them interleaved; ``(seconds, losses)`` per name, and a
+    matmul peak sample (FLOP/s) taken after each repeat."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     losses: dict[str, list[float]] = {name: [] for name in steps}
+    peaks: list[float] = []
     update = 0
     for _ in range(warmup):
         for step in steps.values():
@@ -328,8 +337,33 @@ def run(
             loss = step(update)
             times[name].append(time.perf_counter() - start)
             losses[name].append(loss)
+        peaks.append(peak_sample())
         update += 1
-    return {name: (times[name], losses[name]) for name in steps}
+    return {name: (times[name], losses[name]) for name in steps}, peaks
+
+
+def peak_sampler(device: torch.device, dtype: torch.dtype) -> Callable[[], float]:
+    """One interleaved peak sample: the fastest of 3 square matmuls (2048 on CPU, 8192 on a GPU),
+    in FLOP/s. This machine's peak drifts by tens of percent within minutes; a sample next to
+    each repeat puts the same drift in MFU's numerator and denominator."""
+    size = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+
+    def sample() -> float:
+        best = math.inf
+        for _ in range(3):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - start)
+        return 2.0 * size**3 / best
+
+    sample()  # warm-up
+    return sample
 
 
 # ---------------------------------------------------------------- profiling (ours)
@@ -453,13 +487,6 @@ def compile_models(ours: Wav2Vec2Pretraining, theirs: torch.nn.Module, which: st
             module.compile(dynamic=False)
 
 
-def eager() -> contextlib.AbstractContextManager:
-    """FLOPs are counted on the eager code (the same FLOPs; FlopCounterMode does not see into
-    compiled graphs)."""
-    set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
-    return set_stance("force_eager") if set_stance else contextlib.nullcontext()
-
-
 def peaks(args: argparse.Namespace) -> tuple[dict, dict | None]:
     """The measured matmul peak in the run's dtype and threads; the datasheet peak of a known GPU."""
     device = torch.device(args.device)
@@ -569,14 +596,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ours, theirs, weights, steps = build_steps(args, batch)
     batch = batch.to(torch.device(args.device))
-    results = run(steps, args.warmup, args.repeats)
+    results, interleaved_peaks = run(steps, args.warmup, args.repeats,
+                                     peak_sampler(torch.device(args.device), PRECISION_DTYPES[args.precision]))
     rows = [
         Row(name, sum(p.numel() for p in model.parameters()), *results[name])
         for name, model in (("speechssl", ours), ("transformers", theirs))
     ]
     # One more step of each under FlopCounterMode (after the timing: counting slows a step down).
-    with eager():
-        flops = {name: count_flops(lambda step=step: step(args.warmup + args.repeats)) for name, step in steps.items()}
+    counted_ours, counted_theirs, counted = ours, theirs, steps
+    if args.compile != "none":
+        # FlopCounterMode does not see inside compiled graphs: count the same step on eager twins.
+        counted_ours, counted_theirs, _, counted = build_steps(argparse.Namespace(**{**vars(args), "compile": "none"}),
+                                                               batch)
+    # Both sides counted with every layer: a step that layer drop skips one in is ~1/12 lighter (base).
+    counted_ours.encoder.encoder.layerdrop = 0.0
+    counted_theirs.config.layerdrop = 0.0
+    flops = {name: count_flops(lambda step=step: step(args.warmup + args.repeats)) for name, step in counted.items()}
     peak, datasheet = peaks(args)
     memory = {} if args.no_memory else {name: measure_memory(argv, name) for name in steps}
 
@@ -600,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     header = (
         f"{'implementation':<15}{'params':>11}{'s/step':>9}{'min':>8}{'max':>8}{'audio s/s':>11}{'loss':>8}"
-        f"{'GFLOP/step':>12}{'GF/audio-s':>12}{'MFU':>7}{'limit':>8}{'peak MB':>9}"
+        f"{'GFLOP/step':>12}{'GF/audio-s':>12}{'MFU':>7}{'MFU~':>7}{'limit':>8}{'peak MB':>9}"
     )
     print(f"{args.device}, {args.precision}; peak {peak['flops_per_second'] / 1e9:.1f} GFLOP/s ({peak['source']})"
           + (f"; {datasheet['source']}" if datasheet else ""))
@@ -609,17 +644,22 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         per_audio_s = flops[row.name] / batch.seconds
         mfu = flops[row.name] / row.median / peak["flops_per_second"]
+        # MFU~: per repeat against the peak sampled right after it, median over repeats
+        mfu_interleaved = statistics.median(
+            flops[row.name] / t / p for t, p in zip(row.times, interleaved_peaks))
         mb = memory.get(row.name)
         print(
             f"{row.name:<15}{row.params:>11,}{row.median:>9.3f}{min(row.times):>8.3f}{max(row.times):>8.3f}"
             f"{batch.seconds / row.median:>11.2f}{statistics.median(row.losses):>8.3f}"
-            f"{flops[row.name] / 1e9:>12.1f}{per_audio_s / 1e9:>12.2f}{100 * mfu:>6.1f}%"
+            f"{flops[row.name] / 1e9:>12.1f}{per_audio_s / 1e9:>12.2f}{100 * mfu:>6.1f}%{100 * mfu_interleaved:>6.1f}%"
             f"{peak['flops_per_second'] / per_audio_s:>8.2f}{(f'{mb:.0f}' if mb is not None else '-'):>9}"
         )
         if datasheet:
             vs_datasheet = flops[row.name] / row.median / datasheet["flops_per_second"]
             print(f"{'':<15}MFU vs the datasheet peak: {100 * vs_datasheet:.1f}%")
     print("(loss: per masked frame; ours also holds the x10 L2 penalty on CNN features, transformers' has none)")
+    print(f"(MFU~: each repeat against a peak sample taken right after it, median; samples "
+          f"{min(interleaved_peaks) / 1e9:.0f}-{max(interleaved_peaks) / 1e9:.0f} GFLOP/s)")
     if memory:
         kind = "torch.cuda.max_memory_allocated" if args.device == "cuda" else "peak RSS above the RSS before the steps"
         print(f"(peak MB: {kind}, 2 steps after a warm-up, each side in a fresh process)")
