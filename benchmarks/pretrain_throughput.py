@@ -609,9 +609,10 @@ def main(argv: list[str] | None = None) -> int:
         counted_ours, counted_theirs, _, counted = build_steps(argparse.Namespace(**{**vars(args), "compile": "none"}),
                                                                batch)
     # Both sides counted with every layer: a step that layer drop skips one in is ~1/12 lighter (base).
-    counted_ours.encoder.encoder.layerdrop = 0.0
-    counted_theirs.config.layerdrop = 0.0
+    layerdrop = counted_ours.encoder.encoder.layerdrop, counted_theirs.config.layerdrop
+    counted_ours.encoder.encoder.layerdrop = counted_theirs.config.layerdrop = 0.0
     flops = {name: count_flops(lambda step=step: step(args.warmup + args.repeats)) for name, step in counted.items()}
+    counted_ours.encoder.encoder.layerdrop, counted_theirs.config.layerdrop = layerdrop  # --profile: as timed
     peak, datasheet = peaks(args)
     memory = {} if args.no_memory else {name: measure_memory(argv, name) for name in steps}
 
