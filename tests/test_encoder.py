@@ -270,7 +270,7 @@ def test_masked_group_norm_gradients_match_per_utterance_group_norm():
     valid = (torch.arange(40)[None, :] < lengths[:, None]).double()
 
     def fused(inputs, weight, bias):
-        return _MaskedGroupNormFunction.apply(inputs, valid, weight, bias, norm.eps)
+        return _MaskedGroupNormFunction.apply(inputs, valid, weight, bias, norm.eps, None)
 
     assert torch.autograd.gradcheck(fused, (x.clone().requires_grad_(), norm.weight, norm.bias))
     grad_out = torch.randn_like(x)
@@ -293,3 +293,95 @@ def test_masked_group_norm_keeps_the_parameter_dtype():
     x = torch.randn(2, 4, 30, dtype=torch.bfloat16, requires_grad=True)
     norm(x, torch.tensor([30, 12])).float().sum().backward()
     assert norm.weight.grad.dtype == torch.bfloat16 and x.grad.dtype == torch.bfloat16
+
+
+# ---------------------------------------------------------------- skipping the padding
+
+
+def _outputs_and_grads(model, waves, lengths, skip_padding):
+    model.feature_extractor.skip_padding = skip_padding
+    model.encoder.skip_padding = skip_padding
+    model.zero_grad()
+    out = model(waves, lengths)
+    valid = ~out.padding_mask
+    loss = sum((state[valid] * (i + 1)).square().mean() for i, state in enumerate(out.layer_states))
+    (loss + out.features[valid].sum()).backward()
+    states = [state[valid] for state in out.layer_states] + [out.cnn_features[valid]]
+    return out, states, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("style, conv_norm", [("post_ln", "group_norm"), ("pre_ln", "group_norm"), ("post_ln", "layer_norm")])
+def test_skipping_padding_matches_the_padded_computation(style, conv_norm):
+    # Packed CNN row + Transformer on valid frames only: same valid outputs and same
+    # gradients as the padded batch, including a row too short for one frame and an empty one.
+    torch.manual_seed(0)
+    model = build_encoder(tiny(style=style, conv_norm=conv_norm, dropout=0.0, attention_dropout=0.0,
+                               layerdrop=0.0, feature_dropout=0.0)).double()
+    lengths = torch.tensor([SR, 7001, 3200, 300, 0])
+    waves = torch.randn(5, SR, dtype=torch.double) * (torch.arange(SR)[None] < lengths[:, None])
+    packed, packed_states, packed_grads = _outputs_and_grads(model, waves, lengths, True)
+    padded, padded_states, padded_grads = _outputs_and_grads(model, waves, lengths, False)
+    assert packed.frame_lengths.tolist() == padded.frame_lengths.tolist() == [49, 21, 9, 0, 0]
+    assert [s.shape for s in packed.layer_states] == [s.shape for s in padded.layer_states]
+    for ours, reference in zip(packed_states, padded_states):
+        torch.testing.assert_close(ours, reference)
+    assert packed_grads.keys() == padded_grads.keys() and len(packed_grads) > 10
+    for name in padded_grads:
+        torch.testing.assert_close(packed_grads[name], padded_grads[name], msg=name)
+    # Padding comes out as zeros in the packed layout.
+    assert all((state[packed.padding_mask] == 0).all() for state in packed.layer_states)
+
+
+def test_packing_is_skipped_when_it_saves_nothing_or_cannot_be_exact():
+    from speechssl.models.packing import pack_waveforms
+
+    waves = torch.randn(3, 4000)
+    assert pack_waveforms(waves, [4000, 4000, 4000], 320) is None  # nothing to skip
+    row, starts = pack_waveforms(waves, [4000, 100, 2000], 320)
+    assert starts == [0, 4160, 4480] and row.shape == (1, 1, 6720)  # each start a multiple of 320
+    torch.testing.assert_close(row[0, 0, 4160:4260], waves[1, :100])
+    assert (row[0, 0, 4260:4480] == 0).all()
+    # Short rows: the row is never shorter than the padded width, which the CNN accepts.
+    row, _ = pack_waveforms(waves, [10, 10, 10], 320)
+    assert row.shape == (1, 1, 4000)
+    # Convolutions with padding read across utterance boundaries: no packing there.
+    assert not FeatureExtractor(SEED004_CONV).stride_aligned
+    assert FeatureExtractor(WAV2VEC2_CONV).stride_aligned
+
+
+def test_frame_packing_round_trip():
+    from speechssl.models.packing import FramePacking
+
+    padding = torch.tensor([[False, False, True], [True, True, True], [False, True, True]])
+    packing = FramePacking.from_padding_mask(padding)
+    x = torch.arange(18.0).view(3, 3, 2)
+    packed = packing.pack(x)
+    assert packed.tolist() == [[0.0, 1.0], [2.0, 3.0], [12.0, 13.0]]
+    back = packing.unpack(packed)
+    assert (back[~padding] == x[~padding]).all() and (back[padding] == 0).all()
+
+
+def test_masked_group_norm_on_a_packed_row_matches_per_utterance_group_norm():
+    from speechssl.models.feature_extractor import MaskedGroupNorm, _MaskedGroupNormFunction
+
+    torch.manual_seed(0)
+    norm = MaskedGroupNorm(3, 3).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1.0, 1.0)
+    segments = ((0, 12), (14, 5), (25, 0), (25, 9))  # gaps at 12-13 and 19-24, an empty one, a tail
+    x = torch.randn(1, 3, 40, dtype=torch.double) * 2 + 7
+
+    def packed(inputs, weight, bias):
+        return _MaskedGroupNormFunction.apply(inputs, None, weight, bias, norm.eps, segments)
+
+    assert torch.autograd.gradcheck(packed, (x.clone().requires_grad_(), norm.weight, norm.bias))
+    out = norm(x, None, segments)
+    for start, frames in segments:
+        if frames:
+            expected = torch.nn.functional.group_norm(x[:, :, start:start + frames], 3, norm.weight, norm.bias, norm.eps)
+            torch.testing.assert_close(out[:, :, start:start + frames], expected)
+    outside = torch.ones(40, dtype=torch.bool)
+    for start, frames in segments:
+        outside[start:start + frames] = False
+    assert (out[:, :, outside] == 0).all()

@@ -155,7 +155,9 @@ def test_export_matches_transformers_on_padded_batch(tmp_path, overrides):
     assert frames < waves.shape[1] // 320
     torch.testing.assert_close(ref.last_hidden_state[1, :frames], alone.last_hidden_state[0], atol=TOL, rtol=0)
     assert_states_match(ours, ref, hf, pre_ln=cfg.style == "pre_ln")
-    torch.testing.assert_close(ref.extract_features, ours.features, atol=TOL, rtol=0)
+    # (padded frames differ: transformers runs its CNN over the padding, ours skips it)
+    valid = ~ours.padding_mask
+    torch.testing.assert_close(ref.extract_features[valid], ours.features[valid], atol=TOL, rtol=0)
 
 
 def test_group_norm_export_matches_transformers_single_utterance(tmp_path):

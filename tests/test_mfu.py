@@ -286,6 +286,9 @@ def test_compiled_encoder_step_matches_eager():
     names = perf.compile_encoder(compiled.encoder, static_time=True, num_shapes=len(buckets.lengths()))
     assert names == ["feature_extractor", "encoder.layers.0", "encoder.layers.1"]
     assert set(compiled.state_dict()) == set(eager.state_dict())
+    # Compiled: the padded layout (static bucket shapes); eager skips the padding.
+    assert not compiled.encoder.feature_extractor.skip_padding and not compiled.encoder.encoder.skip_padding
+    assert eager.encoder.feature_extractor.skip_padding and eager.encoder.encoder.skip_padding
     from torch._dynamo.utils import counters
 
     graphs = []

@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 from speechssl.config import check
 from speechssl.models.config import EncoderConfig
 from speechssl.models.feature_extractor import FeatureExtractor
+from speechssl.models.packing import FramePacking
 
 MaskFn = Callable[[Tensor, Tensor], Tensor]
 """``mask_fn(projected [B, T', D], padding_mask [B, T']) -> masked features [B, T', D]``."""
@@ -96,11 +97,17 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(hidden, hidden)
         self.out_proj = nn.Linear(hidden, hidden)
 
-    def forward(self, x: Tensor, attend: Tensor | None) -> Tensor:
-        """``attend``: [B, 1, 1, T] bool, True for keys that may be attended to (or None)."""
-        batch, time, hidden = x.shape
+    def forward(self, x: Tensor, attend: Tensor | None, packing: FramePacking | None = None) -> Tensor:
+        """``x`` [B, T, D], or its valid frames [N, D] with their ``packing``; ``attend``:
+        [B, 1, 1, T] bool, True for keys that may be attended to (or None)."""
+        if packing is None:
+            batch, time, hidden = x.shape
+        else:
+            batch, time, hidden = packing.batch, packing.time, x.shape[-1]
 
         def split(t: Tensor) -> Tensor:
+            if packing is not None:  # only attention needs the [B, T] layout
+                t = packing.unpack(t)
             return t.view(batch, time, self.heads, hidden // self.heads).transpose(1, 2)
 
         out = F.scaled_dot_product_attention(
@@ -110,7 +117,8 @@ class SelfAttention(nn.Module):
             attn_mask=attend,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        return self.out_proj(out.transpose(1, 2).reshape(batch, time, hidden))
+        out = out.transpose(1, 2).reshape(batch, time, hidden)
+        return self.out_proj(out if packing is None else packing.pack(out))
 
 
 class FeedForward(nn.Module):
@@ -147,11 +155,12 @@ class TransformerLayer(nn.Module):
         self.feed_forward = FeedForward(hidden, ffn, activation_dropout, dropout)
         self.final_layer_norm = nn.LayerNorm(hidden)
 
-    def forward(self, x: Tensor, attend: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, attend: Tensor | None, packing: FramePacking | None = None) -> Tensor:
+        """[B, T, D], or the valid frames [N, D] with their ``packing`` (see :class:`SelfAttention`)."""
         if self.pre_ln:
-            x = x + self.dropout(self.attention(self.layer_norm(x), attend))
+            x = x + self.dropout(self.attention(self.layer_norm(x), attend, packing))
             return x + self.feed_forward(self.final_layer_norm(x))
-        x = self.layer_norm(x + self.dropout(self.attention(x, attend)))
+        x = self.layer_norm(x + self.dropout(self.attention(x, attend, packing)))
         return self.final_layer_norm(x + self.feed_forward(x))
 
 
@@ -169,6 +178,9 @@ class TransformerEncoder(nn.Module):
         # Recompute each layer in the backward pass instead of keeping its activations
         # (fine-tuning regimes; speechssl.downstream.adaptation).
         self.gradient_checkpointing = False
+        # Run the layers on the valid frames only (speechssl.models.packing); attention alone
+        # sees the padded layout. Off under torch.compile, which wants padded static shapes.
+        self.skip_padding = True
         self.pos_conv_embed = PositionalConvEmbedding(
             cfg.hidden, cfg.pos_conv_kernel, cfg.pos_conv_groups, cfg.dropout
         )
@@ -189,7 +201,7 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor | None) -> list[Tensor]:
         """[B, T, D] (+ [B, T] bool padding) -> ``layers + 1`` states."""
-        attend = None
+        attend, packing = None, None
         if padding_mask is not None and bool(padding_mask.any()):
             # Padded frames must not leak into valid ones through the positional conv.
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
@@ -199,22 +211,29 @@ class TransformerEncoder(nn.Module):
             # outputs are padding and get ignored anyway.
             keep = keep | ~keep.any(dim=1, keepdim=True)
             attend = keep[:, None, None, :]
+            if self.skip_padding:
+                packing = FramePacking.from_padding_mask(padding_mask)
 
         x = x + self.pos_conv_embed(x)
+        if packing is not None:
+            x = packing.pack(x)
         if not self.pre_ln:
             x = self.layer_norm(x)
         x = self.dropout(x)
 
-        states = [x]
+        def padded(t: Tensor) -> Tensor:
+            return t if packing is None else packing.unpack(t)
+
+        states = [padded(x)]
         for layer in self.layers:
             skip = self.training and self.layerdrop > 0 and torch.rand(()).item() < self.layerdrop
             if not skip and self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, attend, use_reentrant=False)
+                x = checkpoint(layer, x, attend, packing, use_reentrant=False)
             elif not skip:
-                x = layer(x, attend)
-            states.append(x)
+                x = layer(x, attend, packing)
+            states.append(states[-1] if skip else padded(x))
         if self.pre_ln:
-            states[-1] = self.layer_norm(x)
+            states[-1] = padded(self.layer_norm(x))
         return states
 
 

@@ -156,6 +156,10 @@ def compile_encoder(
     """
     import torch
 
+    # Packed valid frames (speechssl.models.packing) change shape with every batch's lengths:
+    # compiled regions run the padded layout instead, whose shapes the buckets fix.
+    encoder.feature_extractor.skip_padding = False
+    encoder.encoder.skip_padding = False
     regions: list[tuple[str, nn.Module, Sequence[int | None]]] = [
         ("feature_extractor", encoder.feature_extractor, (1, None)),  # (waveforms [B, T], lengths [B])
     ]
