@@ -44,6 +44,10 @@ Why it is fair, and the known differences:
   take cosines only among the masked frames of each utterance with one [B, M, M] bmm
   and gather the K logits from it. Its quantizer also runs on every frame; ours only on
   masked ones (the only targets ever used);
+* ours skips the padding (``speechssl.models.packing``: the CNN on one row holding the
+  utterances end to end, the Transformer layers on the valid frames only); transformers
+  computes every padded frame. Each side's GFLOP/step counts the work it does, so ours is
+  lower for the same audio (the ``GF/audio-s`` column);
 * ours additionally computes wav2vec 2.0's L2 penalty on the CNN features (weight 10,
   part of the fairseq loss, absent from transformers' model) and, for BASE, scales the
   CNN gradient by ``feature_grad_mult=0.1``; both are a handful of element-wise ops;

@@ -2,7 +2,7 @@
 
 A padded batch of utterances of 2-4 s spends about a quarter of its work on padding
 (`benchmarks/pretrain_throughput.py --model base --quick`: 26.5 %). Two layouts skip it
-(docs/performance.md, "Skipping the padding"):
+(docs/pretraining.md, "Skipping the padding"):
 
 * the waveform CNN runs on **one row** holding the utterances end to end, each starting at a
   multiple of the CNN's total stride: a frame of layer ``l`` then reads only its own
