@@ -255,16 +255,24 @@ def _group_norm_per_row(norm, x, lengths):
     return torch.stack(rows)
 
 
-def test_masked_group_norm_gradients_match_per_utterance_group_norm():
-    # The hand-written backward against autograd through nn.GroupNorm run on each row alone,
-    # with a large channel mean (the case the two-pass variance is for) and an empty row.
-    from speechssl.models.feature_extractor import MaskedGroupNorm, _MaskedGroupNormFunction
+def _random_group_norm(channels):
+    """A float64 MaskedGroupNorm with random affine parameters (seeded)."""
+    from speechssl.models.feature_extractor import MaskedGroupNorm
 
     torch.manual_seed(0)
-    norm = MaskedGroupNorm(6, 6).double()
+    norm = MaskedGroupNorm(channels, channels).double()
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
         norm.bias.uniform_(-1.0, 1.0)
+    return norm
+
+
+def test_masked_group_norm_gradients_match_per_utterance_group_norm():
+    # The hand-written backward against autograd through nn.GroupNorm run on each row alone,
+    # with a large channel mean (the case the two-pass variance is for) and an empty row.
+    from speechssl.models.feature_extractor import _MaskedGroupNormFunction
+
+    norm = _random_group_norm(6)
     x = torch.randn(4, 6, 40, dtype=torch.double) * 3 + 50
     lengths = torch.tensor([40, 23, 5, 0])
     valid = (torch.arange(40)[None, :] < lengths[:, None]).double()
@@ -362,13 +370,9 @@ def test_frame_packing_round_trip():
 
 
 def test_masked_group_norm_on_a_packed_row_matches_per_utterance_group_norm():
-    from speechssl.models.feature_extractor import MaskedGroupNorm, _MaskedGroupNormFunction
+    from speechssl.models.feature_extractor import _MaskedGroupNormFunction
 
-    torch.manual_seed(0)
-    norm = MaskedGroupNorm(3, 3).double()
-    with torch.no_grad():
-        norm.weight.uniform_(0.5, 1.5)
-        norm.bias.uniform_(-1.0, 1.0)
+    norm = _random_group_norm(3)
     segments = ((0, 12), (14, 5), (25, 0), (25, 9))  # gaps at 12-13 and 19-24, an empty one, a tail
     x = torch.randn(1, 3, 40, dtype=torch.double) * 2 + 7
 
