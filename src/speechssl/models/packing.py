@@ -20,6 +20,7 @@ padded, static shapes: ``speechssl.pretrain.perf.compile_encoder``).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -70,9 +71,7 @@ def pack_waveforms(waveforms: Tensor, lengths: list[int], stride: int) -> tuple[
     """
     batch, width = waveforms.shape
     spans = [-(-min(max(n, 0), width) // stride) * stride for n in lengths]
-    starts = [0]
-    for span in spans[:-1]:
-        starts.append(starts[-1] + span)
+    starts = list(itertools.accumulate(spans[:-1], initial=0))
     total = max(starts[-1] + spans[-1], width)
     if total >= batch * width:
         return None
