@@ -293,7 +293,7 @@ class FeatureExtractor(nn.Module):
 
     def _run(self, waveforms: Tensor, lengths: Tensor | None) -> Tensor:
         if lengths is not None and self.skip_padding and self.stride_aligned:
-            packed = pack_waveforms(waveforms, lengths.tolist(), self.total_stride)
+            packed = pack_waveforms(waveforms, lengths.long().tolist(), self.total_stride)
             if packed is not None:
                 return self._run_packed(*packed, lengths.to(waveforms.device).clamp(max=waveforms.shape[1]), waveforms.shape[1])
         x = waveforms.unsqueeze(1)
