@@ -292,23 +292,25 @@ class FeatureExtractor(nn.Module):
         return scale_grad(self._run(waveforms, lengths), self.grad_mult)
 
     def _run(self, waveforms: Tensor, lengths: Tensor | None) -> Tensor:
-        if lengths is not None and self.skip_padding and self.stride_aligned:
-            packed = pack_waveforms(waveforms, lengths.long().tolist(), self.total_stride)
-            if packed is not None:
-                return self._run_packed(*packed, lengths.to(waveforms.device).clamp(max=waveforms.shape[1]), waveforms.shape[1])
+        width = waveforms.shape[1]
+        if lengths is None:
+            first_frames = None
+        else:
+            lengths = lengths.to(waveforms.device).long().clamp(max=width)
+            first_frames = conv_output_lengths(lengths, self.layer_specs[:1])
+            if self.skip_padding and self.stride_aligned:
+                packed = pack_waveforms(waveforms, lengths.tolist(), self.total_stride)
+                if packed is not None:
+                    return self._run_packed(*packed, lengths, first_frames, width)
         x = waveforms.unsqueeze(1)
-        first_frames = None
-        if lengths is not None:
-            first_frames = conv_output_lengths(lengths.to(waveforms.device), self.layer_specs[:1])
         for i, block in enumerate(self.conv_layers):
             x = block(x, first_frames if i == 0 else None)
         return x.transpose(1, 2)
 
-    def _run_packed(self, row: Tensor, starts: list[int], lengths: Tensor, width: int) -> Tensor:
+    def _run_packed(self, row: Tensor, starts: list[int], lengths: Tensor, first_frames: Tensor, width: int) -> Tensor:
         """The CNN on the packed row of :func:`pack_waveforms` -> padded [B, T', C] (zeros on padding)."""
         first_stride = self.layer_specs[0][2]
-        first_frames = conv_output_lengths(lengths, self.layer_specs[:1]).tolist()
-        segments = [(start // first_stride, frames) for start, frames in zip(starts, first_frames)]
+        segments = [(start // first_stride, frames) for start, frames in zip(starts, first_frames.tolist())]
         x = row
         for i, block in enumerate(self.conv_layers):
             x = block(x, None, segments if i == 0 else None)
